@@ -1,0 +1,3 @@
+from sagequeue.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Wiring from configuration: the only module that knows the concrete adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import msgspec
+
+from sagequeue.config import ConfigError, Settings, load_access_keys
+from sagequeue.frontdoor.asgi import FrontDoor
+from sagequeue.frontdoor.http import Request, Response
+from sagequeue.frontdoor.sigv4 import SigV4Verifier
+
+log = logging.getLogger("sagequeue")
+
+
+class Application:
+    """Stores, front door and worker for one ``sagequeue serve`` process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ready = False
+        self.store = None
+        self.objects = None
+        self.worker = None
+        self.control = None
+        self.keys, self.generated_keys = load_access_keys(settings)
+
+    async def start(self) -> None:
+        from sagequeue.frontdoor.control import ControlPlane
+        from sagequeue.stores import open_object_store, open_store
+
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await open_store(settings.database_url)
+        self.objects = await open_object_store(settings)
+        self.control = ControlPlane(self.store, settings)
+        if settings.runs_api:
+            await self._seed_buckets()
+            await self.control.apply_declarations(settings.resources)
+        if settings.runs_worker:
+            from sagequeue.dispatch.worker import Worker
+
+            self.worker = Worker(self.store, self.store, self.objects, settings)
+            await self.worker.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.objects is not None:
+            await self.objects.close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def _seed_buckets(self) -> None:
+        """Create the config file's buckets and upload its files when they changed."""
+        from sagequeue.stores.objects import upload_file_if_changed
+
+        for bucket in self.settings.buckets:
+            name = bucket["Name"]
+            await self.objects.ensure_bucket(name)
+            for key, file_name in (bucket.get("Objects") or {}).items():
+                path = Path(file_name)
+                if not path.is_absolute():
+                    path = self.settings.config_dir / path
+                if not path.exists():
+                    raise ConfigError(f"Buckets: {name}/{key}: file {path} does not exist")
+                await upload_file_if_changed(self.objects, name, key, path)
+
+    def on_enqueued(self, endpoint_name: str) -> None:
+        if self.worker is not None:
+            self.worker.wake(endpoint_name)
+
+    def frontdoor(self) -> FrontDoor:
+        from sagequeue.frontdoor.control import ControlApi
+        from sagequeue.frontdoor.runtime import RuntimeApi
+        from sagequeue.frontdoor.s3 import S3Api
+
+        app = self
+
+        async def healthz(request: Request) -> Response:
+            status = 200 if app.ready else 503
+            body = msgspec.json.encode({"status": "ok" if app.ready else "starting"})
+            return Response(status, [("content-type", "application/json")], body)
+
+        return FrontDoor(
+            SigV4Verifier(self.keys),
+            runtime=RuntimeApi(lambda: app.store, self.settings, self.on_enqueued),
+            control=ControlApi(lambda: app.control),
+            s3=S3Api(lambda: app.objects),
+            ops={"/healthz": healthz},
+            on_startup=[self.start],
+            on_shutdown=[self.stop],
+        )
+
+
+def _announce(app: Application) -> None:
+    settings = app.settings
+    path = settings.credentials_path.absolute()
+    verb = "generated" if app.generated_keys else "using"
+    print(f"sagequeue: {verb} credentials in {path} (profile sagequeue)", flush=True)
+
+
+def run_server(settings: Settings) -> int:
+    """Run until SIGTERM / SIGINT; returns the exit code."""
+    app = Application(settings)
+    _announce(app)
+    if not settings.runs_api:
+        return asyncio.run(_run_worker_only(app))
+    import uvicorn
+
+    config = uvicorn.Config(
+        app.frontdoor(),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"sagequeue: listening on http://{settings.host}:{settings.port} "
+        f"(role {settings.role}, data in {settings.data_dir.absolute()})",
+        flush=True,
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+async def _run_worker_only(app: Application) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    print("sagequeue: worker running", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+    return 0

@@ -1,0 +1,208 @@
+"""Server configuration: command-line flags > SAGEQUEUE_* environment > config file >
+defaults (DESIGN.md, Defaults)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_DATA_DIR = ".sagequeue"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "000000000000"
+CREDENTIALS_PROFILE = "sagequeue"
+ROLES = ("all", "api", "worker")
+
+
+class ConfigError(Exception):
+    """A bad flag, variable or config file; the message says which and why."""
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    database: str | None = None  # sqlite:///path (default <data-dir>/sagequeue.db)
+    object_store: str | None = None  # file:///path (default <data-dir>/objects) or s3://
+    s3_endpoint_url: str | None = None
+    credentials_file: Path | None = None  # default <data-dir>/credentials
+    role: str = "all"
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    log_level: str = "info"
+    # Hosts from which https:// InputLocations may be fetched.
+    https_input_allow_hosts: list[str] = field(default_factory=list)
+    # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
+    access_keys: dict[str, str] = field(default_factory=dict)
+    # SageMaker resources declared in the config file, in SageMaker's field names:
+    # {"Models": [...CreateModel...], "EndpointConfigs": [...], "Endpoints": [...]}.
+    resources: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Buckets to create, and local files to upload, at start:
+    # [{"Name": "b", "Objects": {"key": "path/to/file"}}]
+    buckets: list[dict[str, Any]] = field(default_factory=list)
+    config_dir: Path = field(default_factory=Path.cwd)  # relative paths in the file
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{(self.data_dir / 'sagequeue.db').absolute()}"
+
+    @property
+    def object_store_url(self) -> str:
+        return self.object_store or f"file://{(self.data_dir / 'objects').absolute()}"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.credentials_file or self.data_dir / "credentials"
+
+    @property
+    def runs_api(self) -> bool:
+        return self.role in ("all", "api")
+
+    @property
+    def runs_worker(self) -> bool:
+        return self.role in ("all", "worker")
+
+
+# name -> (environment variable, converter). Flag names use dashes, fields underscores.
+_SCALARS: dict[str, Any] = {
+    "host": str,
+    "port": int,
+    "data_dir": Path,
+    "database": str,
+    "object_store": str,
+    "s3_endpoint_url": str,
+    "credentials_file": Path,
+    "role": str,
+    "region": str,
+    "account_id": str,
+    "log_level": str,
+}
+_RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
+
+
+def env_var(name: str) -> str:
+    return "SAGEQUEUE_" + name.upper()
+
+
+def load_settings(
+    flags: dict[str, Any], config_file: str | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Merge flags (None = not given), environment and the config file."""
+    environ = dict(os.environ) if environ is None else environ
+    config_file = config_file or environ.get("SAGEQUEUE_CONFIG")
+    settings = Settings()
+    file_values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        settings.config_dir = path.absolute().parent
+        file_values = {k.replace("-", "_"): v for k, v in loaded.items()}
+    for name, convert in _SCALARS.items():
+        value = flags.get(name)
+        if value is None:
+            value = environ.get(env_var(name))
+        if value is None:
+            value = file_values.get(name)
+            if value is not None and convert is Path:
+                value = settings.config_dir / str(value)
+        if value is None:
+            continue
+        try:
+            setattr(settings, name, convert(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name.replace('_', '-')}: invalid value {value!r}") from None
+    if settings.role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
+    allow = flags.get("https_input_allow_hosts") or environ.get(
+        env_var("https_input_allow_hosts")
+    )
+    if allow is None:
+        allow = file_values.get("https_input_allow_hosts", [])
+    if isinstance(allow, str):
+        allow = [h.strip() for h in allow.split(",") if h.strip()]
+    settings.https_input_allow_hosts = list(allow)
+    for item in file_values.get("access_keys", []) or []:
+        try:
+            settings.access_keys[str(item["AccessKeyId"])] = str(item["SecretAccessKey"])
+        except (KeyError, TypeError):
+            raise ConfigError(
+                "access_keys entries need AccessKeyId and SecretAccessKey"
+            ) from None
+    for key in _RESOURCE_KEYS:
+        value = file_values.get(key) or []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} in the config file must be a list")
+        settings.resources[key] = value
+    buckets = file_values.get("Buckets") or []
+    if not isinstance(buckets, list):
+        raise ConfigError("Buckets in the config file must be a list")
+    settings.buckets = buckets
+    return settings
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """Every profile's key pair in an AWS shared-credentials file."""
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(path.read_text())
+    except configparser.Error as exc:
+        raise ConfigError(f"credentials file {path} is not valid INI: {exc}") from None
+    keys: dict[str, str] = {}
+    for section in parser.sections():
+        access = parser.get(section, "aws_access_key_id", fallback=None)
+        secret = parser.get(section, "aws_secret_access_key", fallback=None)
+        if access and secret:
+            keys[access.strip()] = secret.strip()
+    return keys
+
+
+def generate_credentials(path: Path) -> dict[str, str]:
+    """Write a fresh random key pair under profile ``sagequeue``, mode 0600."""
+    alphabet = string.ascii_uppercase + string.digits
+    access_key = "SQ" + "".join(secrets.choice(alphabet) for _ in range(18))
+    secret_key = secrets.token_urlsafe(30)[:40]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        f"[{CREDENTIALS_PROFILE}]\n"
+        f"aws_access_key_id = {access_key}\n"
+        f"aws_secret_access_key = {secret_key}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return {access_key: secret_key}
+
+
+def load_access_keys(settings: Settings) -> tuple[dict[str, str], bool]:
+    """Keys to accept, and whether they were generated just now."""
+    keys = dict(settings.access_keys)
+    path = settings.credentials_path
+    if path.exists():
+        keys.update(read_credentials(path))
+        return keys, False
+    if keys and settings.credentials_file is None:
+        return keys, False
+    if settings.credentials_file is not None:
+        raise ConfigError(f"credentials file {path} does not exist")
+    try:
+        keys.update(generate_credentials(path))
+    except FileExistsError:  # another process of this data dir won the race
+        keys.update(read_credentials(path))
+        return keys, False
+    return keys, True

@@ -1,0 +1,108 @@
+"""Exceptions that carry an AWS error code.
+
+Every layer raises these; ``sagequeue.frontdoor.errors`` is the one place that turns
+them into wire responses for each protocol (rest-json, json 1.1, rest-xml).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ServiceError(Exception):
+    """An error with an AWS error code and HTTP status."""
+
+    code: str = "InternalFailure"
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        # Extra fields some protocols carry (S3: BucketName, Key, Resource...).
+        self.extra: dict[str, str] = extra or {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code}, {self.status}, {self.message!r})"
+
+
+# --- SageMaker runtime (rest-json) -------------------------------------------------
+class ValidationError(ServiceError):
+    """Runtime API input error (``ValidationError`` in the sagemaker-runtime model)."""
+
+    code = "ValidationError"
+    status = 400
+
+
+class ServiceUnavailable(ServiceError):
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class InternalFailure(ServiceError):
+    code = "InternalFailure"
+    status = 500
+
+
+# --- SageMaker control plane (json 1.1) ----------------------------------------------
+class ValidationException(ServiceError):
+    code = "ValidationException"
+    status = 400
+
+
+class ResourceNotFound(ServiceError):
+    code = "ResourceNotFound"
+    status = 400
+
+
+class ResourceInUse(ServiceError):
+    code = "ResourceInUse"
+    status = 400
+
+
+class ResourceLimitExceeded(ServiceError):
+    code = "ResourceLimitExceeded"
+    status = 400
+
+
+class UnknownOperation(ServiceError):
+    code = "UnknownOperationException"
+    status = 400
+
+
+# --- S3 (rest-xml) -------------------------------------------------------------------
+class S3Error(ServiceError):
+    """S3 error; ``code`` is S3's (NoSuchKey, NoSuchBucket, ...)."""
+
+    code = "InternalError"
+    status = 500
+
+
+# --- Authentication ------------------------------------------------------------------
+class AuthFailure(enum.Enum):
+    """Why a SigV4 check failed; each protocol names these with its own codes."""
+
+    MISSING = "missing"  # no Authorization header / presign query
+    INCOMPLETE = "incomplete"  # malformed Authorization / missing parts
+    MISMATCH = "mismatch"  # signature does not match
+    UNKNOWN_KEY = "unknown_key"  # access key id not known
+    SKEWED = "skewed"  # X-Amz-Date too far from server time
+    EXPIRED = "expired"  # presigned URL past X-Amz-Expires
+
+
+class SignatureError(ServiceError):
+    status = 403
+
+    def __init__(self, failure: AuthFailure, message: str) -> None:
+        super().__init__(message, code=failure.value)
+        self.failure = failure

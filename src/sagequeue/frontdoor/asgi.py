@@ -1,0 +1,181 @@
+"""The front door: a raw ASGI app that authenticates every call with SigV4 and routes
+it by the credential scope's service (``sagemaker`` or ``s3``)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from sagequeue.domain.errors import ServiceError, SignatureError, UnknownOperation, ValidationError
+from sagequeue.frontdoor.errors import WireProtocol, error_response
+from sagequeue.frontdoor.http import Request, RequestTooLarge, Response
+from sagequeue.frontdoor.sigv4 import UNSIGNED_PAYLOAD, SigV4Verifier, parse_authorization
+
+log = logging.getLogger(__name__)
+
+# Largest body read whole for the JSON APIs; InvokeEndpointAsync's own Body limit
+# (128,000 bytes) is checked by the runtime API with a clearer message.
+MAX_JSON_BODY = 6 * 1024 * 1024
+
+
+class ApiHandler(Protocol):
+    protocol: WireProtocol
+
+    async def handle(self, request: Request) -> Response: ...
+
+
+OpsHandler = Callable[[Request], Awaitable[Response]]
+LifespanHook = Callable[[], Awaitable[None]]
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        verifier: SigV4Verifier,
+        *,
+        runtime: ApiHandler,
+        control: ApiHandler,
+        s3: ApiHandler,
+        ops: dict[str, OpsHandler] | None = None,
+        on_startup: list[LifespanHook] | None = None,
+        on_shutdown: list[LifespanHook] | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.runtime = runtime
+        self.control = control
+        self.s3 = s3
+        self.ops = ops or {}
+        self.on_startup = on_startup or []
+        self.on_shutdown = on_shutdown or []
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            response, head_only = await self._respond(scope, receive)
+            await _send(send, response, head_only)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    for hook in self.on_startup:
+                        await hook()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for hook in self.on_shutdown:
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("shutdown hook failed")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _respond(self, scope: dict[str, Any], receive) -> tuple[Response, bool]:
+        method: str = scope["method"]
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]},{text}" if key in headers else text
+        raw_path = scope.get("raw_path")
+        request = Request(
+            method=method,
+            path=scope["path"],
+            raw_path=raw_path.decode("latin-1").partition("?")[0] if raw_path else scope["path"],
+            query_string=scope["query_string"].decode("latin-1"),
+            headers=headers,
+            request_id=str(uuid.uuid4()),
+            receive=receive,
+        )
+        head_only = method == "HEAD"
+        protocol = _guess_protocol(request)
+        try:
+            if "authorization" not in headers and "X-Amz-" not in request.query_string:
+                ops = self.ops.get(request.path)
+                if ops is not None:
+                    return await ops(request), head_only
+            presign_query = request.query if "X-Amz-" in request.query_string else {}
+            parts = parse_authorization(headers, presign_query)
+            if parts.service == "s3":
+                protocol = WireProtocol.REST_XML
+                payload_hash = headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
+                request.auth = self.verifier.verify(
+                    parts, method, request.raw_path, request.query_string, headers, payload_hash
+                )
+                return await self.s3.handle(request), head_only
+            if parts.service != "sagemaker":
+                raise UnknownOperation(
+                    f"Service '{parts.service}' is not offered here: this endpoint serves "
+                    "'sagemaker' (control plane and runtime) and 's3'."
+                )
+            handler = self.control if "x-amz-target" in headers else self.runtime
+            protocol = handler.protocol
+            try:
+                body = await request.read_body(MAX_JSON_BODY)
+            except RequestTooLarge:
+                raise ValidationError(
+                    f"Request body exceeds the maximum of {MAX_JSON_BODY} bytes."
+                ) from None
+            request.auth = self.verifier.verify(
+                parts,
+                method,
+                request.raw_path,
+                request.query_string,
+                headers,
+                hashlib.sha256(body).hexdigest(),
+            )
+            return await handler.handle(request), head_only
+        except ServiceError as exc:
+            if not isinstance(exc, SignatureError):
+                log.debug("request %s failed: %r", request.request_id, exc)
+            return error_response(exc, protocol, request.request_id, request.path), head_only
+        except ConnectionError:
+            return Response(400), head_only
+        except Exception as exc:
+            return error_response(exc, protocol, request.request_id, request.path), head_only
+
+
+def _guess_protocol(request: Request) -> WireProtocol:
+    """The protocol to answer in before the signature tells the service."""
+    if "x-amz-target" in request.headers:
+        return WireProtocol.JSON
+    if request.path.startswith("/endpoints/"):
+        return WireProtocol.REST_JSON
+    return WireProtocol.REST_XML
+
+
+async def _send(send, response: Response, head_only: bool) -> None:
+    headers = [(k.encode("latin-1"), v.encode("utf-8")) for k, v in response.headers]
+    body = response.body
+    if isinstance(body, bytes | bytearray | memoryview):
+        if not any(k == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head_only else bytes(body)})
+        return
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if head_only:
+        await send({"type": "http.response.body", "body": b""})
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        return
+    try:
+        async for chunk in body:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    await send({"type": "http.response.body", "body": b""})

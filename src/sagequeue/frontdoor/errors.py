@@ -1,0 +1,103 @@
+"""The one place where exceptions become AWS wire errors, per protocol."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from xml.sax.saxutils import escape
+
+import msgspec
+
+from sagequeue.domain.errors import AuthFailure, InternalFailure, ServiceError, SignatureError
+from sagequeue.frontdoor.http import Response
+
+log = logging.getLogger(__name__)
+
+
+class WireProtocol(enum.Enum):
+    REST_JSON = "rest-json"  # sagemaker-runtime
+    JSON = "json"  # sagemaker control plane (JSON 1.1)
+    REST_XML = "rest-xml"  # s3
+
+
+# (code, HTTP status) for each signature failure, per protocol family.
+_JSON_AUTH: dict[AuthFailure, tuple[str, int]] = {
+    AuthFailure.MISSING: ("MissingAuthenticationToken", 403),
+    AuthFailure.INCOMPLETE: ("IncompleteSignature", 403),
+    AuthFailure.MISMATCH: ("InvalidSignatureException", 403),
+    AuthFailure.UNKNOWN_KEY: ("UnrecognizedClientException", 403),
+    AuthFailure.SKEWED: ("InvalidSignatureException", 403),
+    AuthFailure.EXPIRED: ("InvalidSignatureException", 403),
+}
+_S3_AUTH: dict[AuthFailure, tuple[str, int, str | None]] = {
+    AuthFailure.MISSING: ("AccessDenied", 403, "Access Denied"),
+    AuthFailure.INCOMPLETE: ("AuthorizationHeaderMalformed", 400, None),
+    AuthFailure.MISMATCH: (
+        "SignatureDoesNotMatch",
+        403,
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+    ),
+    AuthFailure.UNKNOWN_KEY: (
+        "InvalidAccessKeyId",
+        403,
+        "The AWS Access Key Id you provided does not exist in our records.",
+    ),
+    AuthFailure.SKEWED: (
+        "RequestTimeTooSkewed",
+        403,
+        "The difference between the request time and the current time is too large.",
+    ),
+    AuthFailure.EXPIRED: ("AccessDenied", 403, "Request has expired"),
+}
+
+
+def error_response(
+    exc: BaseException, protocol: WireProtocol, request_id: str, resource: str = ""
+) -> Response:
+    if not isinstance(exc, ServiceError):
+        log.exception("internal error (request %s)", request_id, exc_info=exc)
+        exc = InternalFailure("An internal error occurred. Request id: " + request_id)
+        if protocol is WireProtocol.REST_XML:
+            exc.code = "InternalError"
+            exc.message = "We encountered an internal error. Please try again."
+    code, status, message = exc.code, exc.status, exc.message
+    if isinstance(exc, SignatureError):
+        if protocol is WireProtocol.REST_XML:
+            code, status, s3_message = _S3_AUTH[exc.failure]
+            message = s3_message or message
+        else:
+            code, status = _JSON_AUTH[exc.failure]
+    if protocol is WireProtocol.REST_XML:
+        return _xml_error(code, status, message, request_id, resource, exc.extra)
+    body = msgspec.json.encode({"__type": code, "message": message})
+    headers = [
+        ("content-type", "application/json"
+         if protocol is WireProtocol.REST_JSON else "application/x-amz-json-1.1"),
+        ("x-amzn-requestid", request_id),
+        ("x-amzn-errortype", code),
+    ]
+    return Response(status, headers, body)
+
+
+def _xml_error(
+    code: str,
+    status: int,
+    message: str,
+    request_id: str,
+    resource: str,
+    extra: dict[str, str],
+) -> Response:
+    fields = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in extra.items())
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>{fields}"
+        + (f"<Resource>{escape(resource)}</Resource>" if resource and "Resource" not in extra else "")
+        + f"<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
+    ).encode()
+    headers = [
+        ("content-type", "application/xml"),
+        ("x-amz-request-id", request_id),
+        ("x-amz-id-2", request_id),
+    ]
+    return Response(status, headers, body)

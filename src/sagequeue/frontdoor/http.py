@@ -1,0 +1,94 @@
+"""Minimal request / response types for the raw ASGI front door (no framework on the
+hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sagequeue.frontdoor.sigv4 import AuthContext
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str  # percent-decoded
+    raw_path: str  # as sent on the wire (percent-encoded)
+    query_string: str  # raw
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ","
+    request_id: str
+    receive: Receive
+    body: bytes | None = None  # set when the front door read the whole body
+    auth: AuthContext | None = None
+    _query: dict[str, str] | None = field(default=None, repr=False)
+    _query_list: list[tuple[str, str]] | None = field(default=None, repr=False)
+    _body_consumed: bool = field(default=False, repr=False)
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Decoded query parameters (last value wins; see ``query_list``)."""
+        if self._query is None:
+            self._query = dict(self.query_list)
+        return self._query
+
+    @property
+    def query_list(self) -> list[tuple[str, str]]:
+        if self._query_list is None:
+            self._query_list = parse_qsl(self.query_string, keep_blank_values=True)
+        return self._query_list
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The raw body, chunk by chunk as it arrives (never buffered whole)."""
+        if self.body is not None:
+            if self.body:
+                yield self.body
+            return
+        if self._body_consumed:
+            return
+        self._body_consumed = True
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionError("client disconnected")
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read_body(self, max_bytes: int) -> bytes:
+        """Read the whole body; raises RequestTooLarge past ``max_bytes``."""
+        if self.body is not None:
+            return self.body
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise RequestTooLarge(size)
+            chunks.append(chunk)
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self.body
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    # bytes, or a stream; a streamed body's handler sets Content-Length itself.
+    body: bytes | AsyncIterator[bytes] = b""
+
+
+def json_response(status: int, body: bytes, extra: list[tuple[str, str]] | None = None) -> Response:
+    headers = [("content-type", "application/x-amz-json-1.1")]
+    if extra:
+        headers.extend(extra)
+    return Response(status, headers, body)
