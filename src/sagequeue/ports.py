@@ -95,9 +95,7 @@ class QueueStore(Protocol):
         """Take Queued invocations whose RequestTTLSeconds has passed (any endpoint),
         so the caller can write their failure object and finish them Expired."""
 
-    async def renew(
-        self, request_ids: Sequence[str], owner: str, lease_expires_at: float
-    ) -> None:
+    async def renew(self, request_ids: Sequence[str], owner: str, lease_expires_at: float) -> None:
         """Extend leases still held by ``owner``."""
 
     async def finish(
@@ -259,9 +257,7 @@ class ModelInstance(Protocol):
 
 
 class ModelRuntime(Protocol):
-    async def start_instance(
-        self, model: dict[str, Any], max_concurrency: int
-    ) -> ModelInstance:
+    async def start_instance(self, model: dict[str, Any], max_concurrency: int) -> ModelInstance:
         """Start an instance of a CreateModel document (DescribeModel shape).
         Raises ModelInvocationError with a reason when the model cannot load."""
 

@@ -1,0 +1,629 @@
+"""Queue + metadata store on one SQLite file (WAL mode): the embedded default.
+
+Threads, so that no SQLite call ever runs on the event loop:
+
+* one **writer thread** owns both write connections and runs every write, one job after
+  another. Concurrent ``enqueue`` calls are *group committed*: the writer drains every
+  pending row from its job queue and inserts them in one transaction, then resolves all
+  their futures with one ``call_soon_threadsafe`` per event loop. A lone row is committed
+  at once (the writer blocks on the queue, never on a timer).
+* a small pool of **reader threads**, each with its own read connection (WAL lets reads
+  run alongside the writer).
+
+Durability. ``enqueue`` and metadata writes commit on a ``synchronous=FULL`` connection:
+the WAL is fsynced before the transaction is reported committed, so a request that got
+its 202 survives power loss. Lease transitions (lease, renew, finish, release,
+requeue_lapsed) commit on a ``synchronous=NORMAL`` connection: they are durable against
+a crash of any process (the WAL is in the OS page cache) and only an OS crash or power
+loss can drop the last few of them. Losing one is safe: the row goes back to an older
+state (Queued, or InProgress with a lease that then lapses and is re-queued), so the
+request runs again and rewrites the same output location; it is never lost. The next
+FULL commit fsyncs the WAL file and with it every NORMAL commit before it.
+
+Several processes (``--role api`` and ``--role worker``) may open the same file: every
+write transaction is ``BEGIN IMMEDIATE`` (takes the write lock up front, waits on
+``busy_timeout``), and ``lease`` is a single ``UPDATE ... WHERE seq IN (SELECT ... LIMIT n)
+RETURNING`` inside it, so no row is ever leased by two processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from sagequeue.domain.errors import InternalFailure, ServiceUnavailable
+from sagequeue.ports import Invocation, InvocationStatus, Resource, ResourceKind
+
+BUSY_TIMEOUT_SECONDS: Final = 30.0
+MAX_GROUP_COMMIT_ROWS: Final = 2048  # bounds one transaction's size under a burst
+READER_THREADS: Final = 2
+
+# Invocation columns in the order of the ``Invocation`` dataclass fields, so that a row
+# becomes an Invocation with ``Invocation(*row)``.
+_COLUMNS: Final = (
+    "request_id, inference_id, endpoint_name, output_location, failure_location, "
+    "input_location, inline_body, content_type, accept, custom_attributes, "
+    "request_ttl_seconds, invocation_timeout_seconds, status, failure_reason, "
+    "enqueued_at, started_at, finished_at, attempts, lease_owner, lease_expires_at, seq"
+)
+
+# Schema migrations: entry i brings the schema from version i to i + 1. Never edit a
+# released entry; append a new one.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE invocations (
+            seq INTEGER PRIMARY KEY,  -- the rowid: FIFO order
+            request_id TEXT NOT NULL UNIQUE,
+            inference_id TEXT NOT NULL,
+            endpoint_name TEXT NOT NULL,
+            output_location TEXT NOT NULL,
+            failure_location TEXT NOT NULL,
+            input_location TEXT,
+            inline_body BLOB,
+            content_type TEXT,
+            accept TEXT,
+            custom_attributes TEXT,
+            request_ttl_seconds INTEGER NOT NULL,
+            invocation_timeout_seconds INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            failure_reason TEXT,
+            enqueued_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_expires_at REAL,
+            expires_at REAL NOT NULL  -- enqueued_at + request_ttl_seconds
+        )
+        """,
+        # Partial indices hold only the rows a query looks for, so lease / lease_overdue /
+        # requeue_lapsed cost O(log n) whatever the number of finished rows. An index
+        # entry ends with the rowid (seq), so each is also in FIFO order.
+        "CREATE INDEX invocations_queued ON invocations (endpoint_name) WHERE status = 'Queued'",
+        "CREATE INDEX invocations_overdue ON invocations (expires_at) WHERE status = 'Queued'",
+        """
+        CREATE INDEX invocations_leased ON invocations (lease_expires_at)
+        WHERE status = 'InProgress'
+        """,
+        "CREATE INDEX invocations_by_inference_id ON invocations (endpoint_name, inference_id)",
+        # Counts kept by triggers so count_by_status is O(endpoints), not a table scan.
+        """
+        CREATE TABLE status_counts (
+            endpoint_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (endpoint_name, status)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER invocations_counted_insert AFTER INSERT ON invocations BEGIN
+            INSERT INTO status_counts VALUES (NEW.endpoint_name, NEW.status, 1)
+            ON CONFLICT (endpoint_name, status) DO UPDATE SET n = n + 1;
+        END
+        """,
+        """
+        CREATE TRIGGER invocations_counted_update AFTER UPDATE OF status ON invocations
+        WHEN OLD.status <> NEW.status BEGIN
+            UPDATE status_counts SET n = n - 1
+            WHERE endpoint_name = OLD.endpoint_name AND status = OLD.status;
+            INSERT INTO status_counts VALUES (NEW.endpoint_name, NEW.status, 1)
+            ON CONFLICT (endpoint_name, status) DO UPDATE SET n = n + 1;
+        END
+        """,
+        """
+        CREATE TRIGGER invocations_counted_delete AFTER DELETE ON invocations BEGIN
+            UPDATE status_counts SET n = n - 1
+            WHERE endpoint_name = OLD.endpoint_name AND status = OLD.status;
+        END
+        """,
+        """
+        CREATE TABLE resources (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            name_lower TEXT NOT NULL,  -- SageMaker names compare case-insensitively
+            doc BLOB NOT NULL,  -- the Describe* JSON document
+            version INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (kind, name_lower)
+        )
+        """,
+    ),
+)
+
+_INSERT_INVOCATION: Final = f"""
+    INSERT INTO invocations ({_COLUMNS.removesuffix(", seq")}, expires_at)
+    VALUES ({", ".join("?" * 21)})
+"""
+_LEASE: Final = f"""
+    UPDATE invocations
+    SET status = 'InProgress', lease_owner = ?, lease_expires_at = ?, started_at = ?,
+        attempts = attempts + 1
+    WHERE seq IN (
+        SELECT seq FROM invocations
+        WHERE endpoint_name = ? AND status = 'Queued' ORDER BY seq LIMIT ?
+    )
+    RETURNING {_COLUMNS}
+"""
+_LEASE_OVERDUE: Final = f"""
+    UPDATE invocations
+    SET status = 'InProgress', lease_owner = ?, lease_expires_at = ?, started_at = ?,
+        attempts = attempts + 1
+    WHERE seq IN (
+        SELECT seq FROM invocations
+        WHERE status = 'Queued' AND expires_at < ? ORDER BY expires_at LIMIT ?
+    )
+    RETURNING {_COLUMNS}
+"""
+_RENEW: Final = """
+    UPDATE invocations SET lease_expires_at = ?
+    WHERE request_id = ? AND status = 'InProgress' AND lease_owner = ?
+"""
+_FINISH: Final = """
+    UPDATE invocations
+    SET status = ?, failure_reason = ?, finished_at = ?, lease_expires_at = NULL
+    WHERE request_id = ? AND status = 'InProgress' AND lease_owner = ?
+"""
+_RELEASE: Final = """
+    UPDATE invocations
+    SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
+    WHERE request_id = ? AND status = 'InProgress' AND lease_owner = ?
+"""
+_REQUEUE_LAPSED: Final = """
+    UPDATE invocations
+    SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
+    WHERE status = 'InProgress' AND lease_expires_at < ?
+"""
+_GET: Final = f"""
+    SELECT {_COLUMNS} FROM invocations
+    WHERE endpoint_name = ? AND inference_id = ? ORDER BY seq DESC LIMIT 1
+"""
+_RESOURCE_COLUMNS: Final = "kind, name, doc, version, created_at"
+
+# Writer job kinds.
+_INSERT: Final = 0  # payload: an invocation row tuple; result: its seq
+_LEASE_TX: Final = 1  # payload: fn(connection) on the synchronous=NORMAL connection
+_DURABLE_TX: Final = 2  # payload: fn(connection) on the synchronous=FULL connection
+
+_Job = tuple[int, Any, asyncio.Future[Any], asyncio.AbstractEventLoop]
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _connect(path: Path, *, synchronous: str, cache_kib: int) -> sqlite3.Connection:
+    # isolation_level=None: no implicit BEGIN; every write says BEGIN IMMEDIATE itself.
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # two processes opening at once migrate only once
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        current = row[0] if row is not None else 0
+        if current > len(MIGRATIONS):
+            raise InternalFailure(
+                f"database schema version {current} is newer than this sagequeue "
+                f"({len(MIGRATIONS)}): upgrade sagequeue"
+            )
+        for statements in MIGRATIONS[current:]:
+            for statement in statements:
+                conn.execute(statement)
+        if row is None:
+            conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
+        else:
+            conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _to_invocation(row: Sequence[Any]) -> Invocation:
+    invocation = Invocation(*row)
+    invocation.status = InvocationStatus(invocation.status)
+    return invocation
+
+
+def _store_error(exc: sqlite3.Error) -> InternalFailure:
+    return InternalFailure(f"queue store: {exc}")
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Resolve futures on their event loop (a future may have been cancelled meanwhile)."""
+    for future, value, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class _Writer(threading.Thread):
+    """Runs every write of one store instance, group-committing enqueued rows."""
+
+    def __init__(self, durable: sqlite3.Connection, lease: sqlite3.Connection) -> None:
+        super().__init__(name="sagequeue-sqlite-writer", daemon=True)
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._durable = durable
+        self._lease = lease
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.jobs.get()
+            batch: list[_Job | None] = [first]
+            while len(batch) < MAX_GROUP_COMMIT_ROWS:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = None in batch
+            jobs = [job for job in batch if job is not None]
+            try:
+                outcomes = self._run_batch(jobs)
+            except Exception as exc:  # a bug here must not leave callers waiting forever
+                error = InternalFailure(f"queue store writer: {exc!r}")
+                outcomes = defaultdict(list)
+                for _, _, future, loop in jobs:
+                    outcomes[loop].append((future, None, error))
+            for loop, settled in outcomes.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, settled)
+                except RuntimeError:
+                    pass  # that event loop is closed: nobody is waiting any more
+        self._durable.close()
+        self._lease.close()
+
+    def _run_batch(self, jobs: list[_Job]) -> dict[asyncio.AbstractEventLoop, list[_Outcome]]:
+        """Inserts first, in one transaction; then each other job in its own."""
+        outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = defaultdict(list)
+        inserts = [job for job in jobs if job[0] == _INSERT]
+        if inserts:
+            self._insert(inserts, outcomes)
+        for kind, fn, future, loop in jobs:
+            if kind == _INSERT:
+                continue
+            conn = self._lease if kind == _LEASE_TX else self._durable
+            try:
+                outcomes[loop].append((future, _transaction(conn, fn), None))
+            except sqlite3.Error as exc:
+                outcomes[loop].append((future, None, _store_error(exc)))
+            except Exception as exc:
+                outcomes[loop].append((future, None, exc))
+        return outcomes
+
+    def _insert(
+        self, jobs: list[_Job], outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]]
+    ) -> None:
+        conn = self._durable
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT_INVOCATION, [job[1] for job in jobs])
+            last_seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            # One bad row (a duplicate request id) must not fail the others it was
+            # batched with: redo the batch row by row in one transaction.
+            conn.execute("ROLLBACK")
+            self._insert_one_by_one(jobs, outcomes)
+            return
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _store_error(exc)
+            for job in jobs:
+                outcomes[job[3]].append((job[2], None, error))
+            return
+        # The writer holds the write lock for the whole transaction, so the batch got
+        # consecutive rowids ending at last_seq.
+        first_seq = last_seq - len(jobs) + 1
+        for offset, job in enumerate(jobs):
+            outcomes[job[3]].append((job[2], first_seq + offset, None))
+
+    def _insert_one_by_one(
+        self, jobs: list[_Job], outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]]
+    ) -> None:
+        conn = self._durable
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                try:
+                    results.append((conn.execute(_INSERT_INVOCATION, job[1]).lastrowid, None))
+                except sqlite3.IntegrityError as exc:
+                    results.append((None, InternalFailure(f"queue store: {exc}")))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(None, _store_error(exc))] * len(jobs)
+        for job, (seq, error) in zip(jobs, results, strict=True):
+            outcomes[job[3]].append((job[2], seq, error))
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+class SqliteStore:
+    """Implements ``QueueStore`` and ``MetadataStore`` (sagequeue.ports) on SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._writer: _Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_connections_lock = threading.Lock()
+        self._closed = True
+
+    # ------------------------------------------------------------------ life cycle
+    async def open(self) -> None:
+        """Create or migrate the schema, then start the writer and reader threads."""
+        durable, lease = await asyncio.to_thread(self._open_write_connections)
+        self._writer = _Writer(durable, lease)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sagequeue-sqlite")
+        self._closed = False
+
+    def _open_write_connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        durable = _connect(self.path, synchronous="FULL", cache_kib=65536)
+        try:
+            _migrate(durable)
+            lease = _connect(self.path, synchronous="NORMAL", cache_kib=16384)
+        except BaseException:
+            durable.close()
+            raise
+        return durable, lease
+
+    async def close(self) -> None:
+        """Finish every write already submitted, then close all connections."""
+        if self._closed:
+            return
+        self._closed = True
+        writer, readers = self._writer, self._readers
+        assert writer is not None and readers is not None
+        writer.jobs.put(None)
+        await asyncio.to_thread(writer.join)
+        await asyncio.to_thread(readers.shutdown, True)
+        with self._reader_connections_lock:
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
+
+    # ------------------------------------------------------------------ plumbing
+    def _submit(self, kind: int, payload: Any) -> asyncio.Future[Any]:
+        if self._closed:
+            raise ServiceUnavailable("the queue store is closed")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._writer.jobs.put((kind, payload, future, loop))  # type: ignore[union-attr]
+        return future
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, synchronous="NORMAL", cache_kib=16384)
+            conn.execute("PRAGMA query_only = ON")
+            self._reader_local.conn = conn
+            with self._reader_connections_lock:
+                self._reader_connections.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._closed:
+            raise ServiceUnavailable("the queue store is closed")
+
+        def run() -> Any:
+            try:
+                return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise _store_error(exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    # ---------------------------------------------------------------- QueueStore
+    async def enqueue(self, invocation: Invocation) -> None:
+        """Returns once the row is committed and fsynced (group commit). Sets
+        ``invocation.seq``, and ``enqueued_at`` to now when it is 0."""
+        inv = invocation
+        if not inv.enqueued_at:
+            inv.enqueued_at = time.time()
+        row = (
+            inv.request_id,
+            inv.inference_id,
+            inv.endpoint_name,
+            inv.output_location,
+            inv.failure_location,
+            inv.input_location,
+            inv.inline_body,
+            inv.content_type,
+            inv.accept,
+            inv.custom_attributes,
+            inv.request_ttl_seconds,
+            inv.invocation_timeout_seconds,
+            "Queued",
+            None,
+            inv.enqueued_at,
+            None,
+            None,
+            inv.attempts,
+            None,
+            None,
+            inv.enqueued_at + inv.request_ttl_seconds,
+        )
+        inv.seq = await self._submit(_INSERT, row)
+
+    async def lease(
+        self,
+        endpoint_name: str,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Invocation]:
+        if limit <= 0:
+            return []  # (SQLite reads LIMIT -1 as "no limit")
+
+        def take(conn: sqlite3.Connection) -> list[Any]:
+            params = (owner, now + lease_seconds, now, endpoint_name, limit)
+            return conn.execute(_LEASE, params).fetchall()
+
+        return _in_fifo_order(await self._submit(_LEASE_TX, take))
+
+    async def lease_overdue(
+        self, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[Invocation]:
+        if limit <= 0:
+            return []
+
+        def take(conn: sqlite3.Connection) -> list[Any]:
+            params = (owner, now + lease_seconds, now, now, limit)
+            return conn.execute(_LEASE_OVERDUE, params).fetchall()
+
+        leased = [_to_invocation(row) for row in await self._submit(_LEASE_TX, take)]
+        leased.sort(key=lambda inv: (inv.expires_at, inv.seq))
+        return leased
+
+    async def renew(self, request_ids: Sequence[str], owner: str, lease_expires_at: float) -> None:
+        params = [(lease_expires_at, request_id, owner) for request_id in request_ids]
+        if params:
+            await self._submit(_LEASE_TX, lambda conn: conn.executemany(_RENEW, params).rowcount)
+
+    async def finish(
+        self,
+        request_id: str,
+        owner: str,
+        status: InvocationStatus,
+        failure_reason: str | None,
+        now: float,
+    ) -> bool:
+        if not InvocationStatus(status).is_final:
+            raise InternalFailure(f"finish needs a final status, not {status}")
+        params = (str(status), failure_reason, now, request_id, owner)
+        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(_FINISH, params).rowcount)
+        return changed == 1
+
+    async def release(self, request_id: str, owner: str) -> bool:
+        params = (request_id, owner)
+        changed = await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_RELEASE, params).rowcount
+        )
+        return changed == 1
+
+    async def requeue_lapsed(self, now: float) -> int:
+        return await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_REQUEUE_LAPSED, (now,)).rowcount
+        )
+
+    async def get(self, endpoint_name: str, inference_id: str) -> Invocation | None:
+        row = await self._read(
+            lambda conn: conn.execute(_GET, (endpoint_name, inference_id)).fetchone()
+        )
+        return _to_invocation(row) if row is not None else None
+
+    async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
+        def count(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            if endpoint_name is None:
+                sql = "SELECT status, sum(n) FROM status_counts GROUP BY status"
+                return conn.execute(sql).fetchall()
+            sql = "SELECT status, n FROM status_counts WHERE endpoint_name = ?"
+            return conn.execute(sql, (endpoint_name,)).fetchall()
+
+        counts = {status.value: 0 for status in InvocationStatus}
+        for status, n in await self._read(count):
+            counts[status] = n
+        return counts
+
+    # ------------------------------------------------------------- MetadataStore
+    async def create_resource(self, resource: Resource) -> bool:
+        params = (
+            str(resource.kind),
+            resource.name,
+            resource.name.lower(),
+            msgspec.json.encode(resource.doc),
+            resource.version,
+            resource.created_at,
+        )
+        sql = (
+            "INSERT INTO resources (kind, name, name_lower, doc, version, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        )
+        changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+    async def get_resource(self, kind: ResourceKind, name: str) -> Resource | None:
+        sql = f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE kind = ? AND name_lower = ?"
+        params = (str(kind), name.lower())
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return _to_resource(row) if row is not None else None
+
+    async def list_resources(self, kind: ResourceKind) -> list[Resource]:
+        """Oldest first (by created_at, then name)."""
+        sql = (
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE kind = ? "
+            "ORDER BY created_at, name_lower"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (str(kind),)).fetchall())
+        return [_to_resource(row) for row in rows]
+
+    async def update_resource(self, resource: Resource) -> bool:
+        sql = (
+            "UPDATE resources SET doc = ?, version = version + 1 "
+            "WHERE kind = ? AND name_lower = ? AND version = ?"
+        )
+        params = (
+            msgspec.json.encode(resource.doc),
+            str(resource.kind),
+            resource.name.lower(),
+            resource.version,
+        )
+        changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        if changed != 1:
+            return False
+        resource.version += 1
+        return True
+
+    async def delete_resource(self, kind: ResourceKind, name: str) -> bool:
+        sql = "DELETE FROM resources WHERE kind = ? AND name_lower = ?"
+        params = (str(kind), name.lower())
+        changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+
+def _in_fifo_order(rows: list[Any]) -> list[Invocation]:
+    # RETURNING gives rows in no defined order; seq is the last column.
+    rows.sort(key=lambda row: row[-1])
+    return [_to_invocation(row) for row in rows]
+
+
+def _to_resource(row: Sequence[Any]) -> Resource:
+    kind, name, doc, version, created_at = row
+    return Resource(ResourceKind(kind), name, msgspec.json.decode(doc), version, created_at)
