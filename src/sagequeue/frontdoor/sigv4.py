@@ -8,6 +8,7 @@ plain string operations, and nothing is parsed twice.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import time
@@ -75,7 +76,8 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
 
 def _parse_amz_date(amz_date: str) -> float:
     try:
-        return time.mktime(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")) - time.timezone
+        # timegm: the date is UTC (mktime would apply the local zone's summer time).
+        return float(calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")))
     except ValueError:
         raise SignatureError(
             AuthFailure.INCOMPLETE,
@@ -168,7 +170,7 @@ def _parse_query_form(query: Mapping[str, str]) -> SignedParts:
         )
     if query["X-Amz-Algorithm"] != ALGORITHM:
         raise SignatureError(
-            AuthFailure.INCOMPLETE, f"X-Amz-Algorithm only supports \"{ALGORITHM}\"."
+            AuthFailure.INCOMPLETE, f'X-Amz-Algorithm only supports "{ALGORITHM}".'
         )
     expires: int | None = None
     if "X-Amz-Expires" in query:
@@ -233,6 +235,10 @@ class SigV4Verifier:
         self._clock = clock
         self._key_cache: dict[tuple[str, str, str, str], bytes] = {}
 
+    def secret_key(self, access_key: str) -> str | None:
+        """The secret of a known access key (S3's legacy SigV2 presigned URLs need it)."""
+        return self._keys.get(access_key)
+
     def _signing_key(self, access_key: str, date: str, region: str, service: str) -> bytes:
         cache_key = (access_key, date, region, service)
         key = self._key_cache.get(cache_key)
@@ -282,7 +288,8 @@ class SigV4Verifier:
             raise SignatureError(AuthFailure.SKEWED, message)
         if "host" not in parts.signed_headers:
             raise SignatureError(
-                AuthFailure.INCOMPLETE, "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+                AuthFailure.INCOMPLETE,
+                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
             )
 
         header_lines = []

@@ -1,0 +1,94 @@
+"""Control-plane resources: ARNs, endpoint life-cycle states, and the documents that
+Describe* returns. Pure: no I/O.
+
+An endpoint document is DescribeEndpoint's output plus internal keys (never shown):
+
+* ``_Deployment``: ``{"EndpointConfig": <config doc>, "Models": {name: <model doc>}}``,
+  the snapshot taken at CreateEndpoint / UpdateEndpoint that the worker deploys;
+* ``_Generation``: bumped on each Create / Update, so the worker sees a new deployment.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sagequeue.ports import ResourceKind
+
+INTERNAL_PREFIX = "_"
+DEPLOYMENT_KEY = "_Deployment"
+GENERATION_KEY = "_Generation"
+
+
+class EndpointStatus(enum.StrEnum):
+    OUT_OF_SERVICE = "OutOfService"
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SYSTEM_UPDATING = "SystemUpdating"
+    ROLLING_BACK = "RollingBack"
+    IN_SERVICE = "InService"
+    DELETING = "Deleting"
+    FAILED = "Failed"
+    UPDATE_ROLLBACK_FAILED = "UpdateRollbackFailed"
+
+
+# Statuses in which SageMaker takes invocations: the previous deployment keeps serving
+# while an update rolls out.
+INVOCABLE_STATUSES = frozenset(
+    {
+        EndpointStatus.IN_SERVICE,
+        EndpointStatus.UPDATING,
+        EndpointStatus.SYSTEM_UPDATING,
+        EndpointStatus.ROLLING_BACK,
+    }
+)
+# Statuses in which UpdateEndpoint is refused ("Cannot update in-progress endpoint").
+IN_PROGRESS_STATUSES = frozenset(
+    {
+        EndpointStatus.CREATING,
+        EndpointStatus.UPDATING,
+        EndpointStatus.SYSTEM_UPDATING,
+        EndpointStatus.ROLLING_BACK,
+        EndpointStatus.DELETING,
+    }
+)
+
+
+def resource_arn(region: str, account_id: str, kind: ResourceKind, name: str) -> str:
+    """SageMaker ARNs carry the name lower-cased."""
+    return f"arn:aws:sagemaker:{region}:{account_id}:{kind.value}/{name.lower()}"
+
+
+def public_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as Describe* shows it: without internal ``_`` keys."""
+    return {k: v for k, v in doc.items() if not k.startswith(INTERNAL_PREFIX)}
+
+
+def async_output_paths(endpoint_doc: dict[str, Any]) -> tuple[str, str | None]:
+    """(S3OutputPath, S3FailurePath or None) of an endpoint's deployed config."""
+    deployment = endpoint_doc.get(DEPLOYMENT_KEY) or {}
+    config = deployment.get("EndpointConfig") or {}
+    async_config = (
+        config.get("AsyncInferenceConfig") or endpoint_doc.get("AsyncInferenceConfig") or {}
+    )
+    output = async_config.get("OutputConfig") or {}
+    return output.get("S3OutputPath", ""), output.get("S3FailurePath")
+
+
+def endpoint_production_variants(config_doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """DescribeEndpoint's ProductionVariants for a config about to be deployed: desired
+    counts and weights from the config, nothing running yet."""
+    variants = []
+    for variant in config_doc.get("ProductionVariants", []):
+        weight = float(variant.get("InitialVariantWeight", 1.0))
+        count = int(variant.get("InitialInstanceCount", 1))
+        variants.append(
+            {
+                "VariantName": variant["VariantName"],
+                "CurrentWeight": weight,
+                "DesiredWeight": weight,
+                "CurrentInstanceCount": 0,
+                "DesiredInstanceCount": count,
+            }
+        )
+    return variants

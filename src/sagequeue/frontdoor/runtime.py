@@ -1,0 +1,210 @@
+"""The SageMaker runtime API (rest-json): InvokeEndpointAsync, and the status extension
+``GET /endpoints/{EndpointName}/async-invocations/{InferenceId}`` (DESIGN.md).
+
+This is the ingest hot path: header parsing, validation, one endpoint lookup (cached
+for a fraction of a second) and one durable enqueue per request; JSON by msgspec.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import msgspec
+
+from sagequeue.config import Settings
+from sagequeue.domain.errors import ServiceError, UnknownOperation, ValidationError
+from sagequeue.domain.invocation import (
+    AsyncInvocationInput,
+    result_locations,
+    validate_invocation,
+)
+from sagequeue.domain.resources import INVOCABLE_STATUSES, async_output_paths
+from sagequeue.frontdoor.errors import WireProtocol
+from sagequeue.frontdoor.http import Request, Response
+from sagequeue.ports import Invocation, MetadataStore, QueueStore, ResourceKind
+
+# How long an endpoint document read from the store is reused: the hot path must not
+# read the store for every request, and a control-plane change shows up this late.
+ENDPOINT_CACHE_SECONDS = 0.5
+
+_ENDPOINTS_PREFIX = "/endpoints/"
+_INVOCATIONS = "async-invocations"
+
+
+class RuntimeStore(QueueStore, MetadataStore, Protocol):
+    """The runtime API needs the queue and the endpoint documents."""
+
+
+class InvocationNotFound(ServiceError):
+    """Status extension: no invocation with that id (not an AWS operation, so the code
+    is ours; documented in docs/api.md)."""
+
+    code = "ResourceNotFound"
+    status = 404
+
+
+class _StatusBody(msgspec.Struct, omit_defaults=True):
+    InferenceId: str
+    Status: str
+    OutputLocation: str
+    FailureLocation: str
+    EnqueuedTime: float
+    Attempts: int
+    FailureReason: str | None = None
+    StartTime: float | None = None
+    EndTime: float | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class RuntimeApi:
+    protocol = WireProtocol.REST_JSON
+
+    def __init__(
+        self,
+        get_store: Callable[[], RuntimeStore],
+        settings: Settings,
+        on_enqueued: Callable[[str], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._get_store = get_store
+        self._settings = settings
+        self._on_enqueued = on_enqueued
+        self._clock = clock
+        # endpoint name -> (valid until (monotonic), document or None when missing)
+        self._endpoints: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    async def handle(self, request: Request) -> Response:
+        name, inference_id = _parse_path(request.raw_path)
+        if name is not None and inference_id is None and request.method == "POST":
+            return await self._invoke_async(request, name)
+        if name is not None and inference_id is not None and request.method == "GET":
+            return await self._status(request, name, inference_id)
+        raise UnknownOperation(f"No operation matches {request.method} {request.path}.", status=404)
+
+    # ------------------------------------------------------------------ InvokeEndpointAsync
+
+    async def _invoke_async(self, request: Request, endpoint_name: str) -> Response:
+        headers = request.headers
+        valid = validate_invocation(
+            AsyncInvocationInput(
+                endpoint_name=endpoint_name,
+                content_type=headers.get("x-amzn-sagemaker-content-type"),
+                accept=headers.get("x-amzn-sagemaker-accept"),
+                custom_attributes=headers.get("x-amzn-sagemaker-custom-attributes"),
+                inference_id=headers.get("x-amzn-sagemaker-inference-id"),
+                input_location=headers.get("x-amzn-sagemaker-inputlocation"),
+                s3_output_path_extension=headers.get("x-amzn-sagemaker-s3outputpathextension"),
+                filename=headers.get("x-amzn-sagemaker-filename"),
+                request_ttl_seconds=headers.get("x-amzn-sagemaker-requestttlseconds"),
+                invocation_timeout_seconds=headers.get("x-amzn-sagemaker-invocationtimeoutseconds"),
+                body=request.body,
+            )
+        )
+        store = self._get_store()
+        endpoint = await self._endpoint(store, endpoint_name)
+        settings = self._settings
+        if endpoint is None or endpoint.get("EndpointStatus") not in INVOCABLE_STATUSES:
+            # SageMaker answers "not found" for endpoints it cannot route to yet or any
+            # more (Creating, Failed, Deleting) as well as for unknown names.
+            raise ValidationError(
+                f"Endpoint {endpoint_name} of account {settings.account_id} not found."
+            )
+        output_path, failure_path = async_output_paths(endpoint)
+        if not output_path:
+            raise ValidationError(
+                f"Endpoint {endpoint_name} of account {settings.account_id} is not an "
+                "asynchronous inference endpoint."
+            )
+        request_id = str(uuid.uuid4())
+        locations = result_locations(
+            output_path, failure_path, valid.filename or request_id, valid.s3_output_path_extension
+        )
+        inference_id = valid.inference_id or request_id
+        await store.enqueue(
+            Invocation(
+                request_id=request_id,
+                inference_id=inference_id,
+                endpoint_name=endpoint["EndpointName"],
+                output_location=locations.output_location,
+                failure_location=locations.failure_location,
+                input_location=valid.input_location,
+                inline_body=valid.body,
+                content_type=valid.content_type,
+                accept=valid.accept,
+                custom_attributes=valid.custom_attributes,
+                request_ttl_seconds=valid.request_ttl_seconds,
+                invocation_timeout_seconds=valid.invocation_timeout_seconds,
+                enqueued_at=time.time(),
+            )
+        )
+        self._on_enqueued(endpoint["EndpointName"])
+        return Response(
+            202,
+            [
+                ("content-type", "application/json"),
+                ("x-amzn-requestid", request.request_id),
+                ("x-amzn-sagemaker-outputlocation", locations.output_location),
+                ("x-amzn-sagemaker-failurelocation", locations.failure_location),
+            ],
+            _encode({"InferenceId": inference_id}),
+        )
+
+    async def _endpoint(self, store: RuntimeStore, name: str) -> dict[str, Any] | None:
+        now = self._clock()
+        cached = self._endpoints.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        resource = await store.get_resource(ResourceKind.ENDPOINT, name)
+        doc = resource.doc if resource is not None else None
+        if len(self._endpoints) > 10_000:  # bounded against floods of made-up names
+            self._endpoints.clear()
+        self._endpoints[name] = (now + ENDPOINT_CACHE_SECONDS, doc)
+        return doc
+
+    # ------------------------------------------------------------------ status extension
+
+    async def _status(self, request: Request, endpoint_name: str, inference_id: str) -> Response:
+        invocation = await self._get_store().get(endpoint_name, inference_id)
+        if invocation is None:
+            raise InvocationNotFound(
+                f"Inference {inference_id} of endpoint {endpoint_name} not found."
+            )
+        body = _StatusBody(
+            InferenceId=invocation.inference_id,
+            Status=str(invocation.status),
+            OutputLocation=invocation.output_location,
+            FailureLocation=invocation.failure_location,
+            EnqueuedTime=invocation.enqueued_at,
+            Attempts=invocation.attempts,
+            FailureReason=invocation.failure_reason,
+            StartTime=invocation.started_at,
+            EndTime=invocation.finished_at,
+        )
+        return Response(
+            200,
+            [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
+            _encode(body),
+        )
+
+
+def _parse_path(raw_path: str) -> tuple[str | None, str | None]:
+    """(EndpointName, InferenceId) of ``/endpoints/{name}/async-invocations[/{id}]``;
+    (None, None) for any other path. Segments are split before decoding, so an
+    InferenceId may hold an encoded ``/``."""
+    if not raw_path.startswith(_ENDPOINTS_PREFIX):
+        return None, None
+    parts = raw_path[len(_ENDPOINTS_PREFIX) :].split("/", 2)
+    if len(parts) < 2 or parts[1] != _INVOCATIONS or not parts[0]:
+        return None, None
+    name = unquote(parts[0])
+    if len(parts) == 2:
+        return name, None
+    inference_id = unquote(parts[2])
+    return (name, inference_id) if inference_id else (None, None)

@@ -1,0 +1,351 @@
+"""The control plane's rules, on the in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sagequeue.config import Settings
+from sagequeue.domain.errors import UnknownOperation, ValidationException
+from sagequeue.frontdoor.control import ControlPlane
+from sagequeue.ports import ResourceKind
+from sagequeue.stores.memory import MemoryStore
+
+ARN = "arn:aws:sagemaker:us-east-1:000000000000"
+
+
+class Ticks:
+    """A clock that advances one second per reading, so creation order is visible."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def control(store: MemoryStore) -> ControlPlane:
+    return ControlPlane(store, Settings(), clock=Ticks())
+
+
+def model(name: str = "m", image: str = "sagequeue/python") -> dict[str, Any]:
+    return {
+        "ModelName": name,
+        "PrimaryContainer": {"Image": image, "ModelDataUrl": "s3://models/m.tar.gz"},
+    }
+
+
+def endpoint_config(name: str = "c", model_name: str = "m") -> dict[str, Any]:
+    return {
+        "EndpointConfigName": name,
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model_name,
+                "InitialInstanceCount": 2,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://out/results"}},
+    }
+
+
+def deploy(control: ControlPlane, endpoint: str = "e") -> None:
+    run(control.call("CreateModel", model()))
+    run(control.call("CreateEndpointConfig", endpoint_config()))
+    run(control.call("CreateEndpoint", {"EndpointName": endpoint, "EndpointConfigName": "c"}))
+
+
+def set_status(store: MemoryStore, name: str, status: str) -> None:
+    resource = run(store.get_resource(ResourceKind.ENDPOINT, name))
+    resource.doc = {**resource.doc, "EndpointStatus": status}
+    assert run(store.update_resource(resource))
+
+
+def test_create_model_returns_arn_with_lower_cased_name(control: ControlPlane) -> None:
+    result = run(control.call("CreateModel", model("MyModel")))
+    assert result == {"ModelArn": f"{ARN}:model/mymodel"}
+
+
+def test_describe_model_returns_what_was_created(control: ControlPlane) -> None:
+    run(control.call("CreateModel", model()))
+    described = run(control.call("DescribeModel", {"ModelName": "m"}))
+    assert described["PrimaryContainer"]["Image"] == "sagequeue/python"
+    assert described["ModelArn"] == f"{ARN}:model/m"
+    assert isinstance(described["CreationTime"], float)
+
+
+def test_describe_missing_model_is_validation_exception_with_sagemaker_text(
+    control: ControlPlane,
+) -> None:
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("DescribeModel", {"ModelName": "nope"}))
+    assert caught.value.message == f'Could not find model "{ARN}:model/nope".'
+
+
+def test_duplicate_model_is_refused(control: ControlPlane) -> None:
+    run(control.call("CreateModel", model()))
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateModel", model()))
+    assert caught.value.message == f'Cannot create already existing model "{ARN}:model/m".'
+
+
+def test_model_names_compare_case_insensitively(control: ControlPlane) -> None:
+    run(control.call("CreateModel", model("abc")))
+    with pytest.raises(ValidationException):
+        run(control.call("CreateModel", model("ABC")))
+
+
+def test_model_name_must_match_the_sagemaker_pattern(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateModel", model("bad_name")))
+    assert caught.value.message == (
+        "1 validation error detected: Value 'bad_name' at 'modelName' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        "[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?"
+    )
+
+
+def test_missing_required_member_is_reported_as_null(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("DescribeEndpoint", {}))
+    assert "Value null at 'endpointName' failed to satisfy constraint: Member must not be null" in (
+        caught.value.message
+    )
+
+
+def test_nested_violations_name_the_member_path(control: ControlPlane) -> None:
+    run(control.call("CreateModel", model()))
+    config = endpoint_config()
+    config["ProductionVariants"][0]["InitialInstanceCount"] = 0
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateEndpointConfig", config))
+    assert "at 'productionVariants.1.member.initialInstanceCount'" in caught.value.message
+
+
+def test_model_without_container_is_refused(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException, match="PrimaryContainer"):
+        run(control.call("CreateModel", {"ModelName": "m"}))
+
+
+def test_delete_missing_model_is_validation_exception(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException, match="Could not find model"):
+        run(control.call("DeleteModel", {"ModelName": "m"}))
+
+
+def test_endpoint_config_without_async_inference_config_is_refused(
+    control: ControlPlane,
+) -> None:
+    run(control.call("CreateModel", model()))
+    config = endpoint_config()
+    del config["AsyncInferenceConfig"]
+    with pytest.raises(ValidationException, match="asynchronous inference endpoints only"):
+        run(control.call("CreateEndpointConfig", config))
+
+
+def test_endpoint_config_needs_an_s3_output_path(control: ControlPlane) -> None:
+    run(control.call("CreateModel", model()))
+    config = endpoint_config()
+    config["AsyncInferenceConfig"] = {"OutputConfig": {"S3FailurePath": "s3://out/failures"}}
+    with pytest.raises(ValidationException, match="S3OutputPath"):
+        run(control.call("CreateEndpointConfig", config))
+
+
+def test_endpoint_config_of_missing_model_is_refused(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateEndpointConfig", endpoint_config(model_name="ghost")))
+    assert caught.value.message == f'Could not find model "{ARN}:model/ghost".'
+
+
+def test_duplicate_endpoint_config_is_refused(control: ControlPlane) -> None:
+    run(control.call("CreateModel", model()))
+    run(control.call("CreateEndpointConfig", endpoint_config()))
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateEndpointConfig", endpoint_config()))
+    assert caught.value.message == (
+        f'Cannot create already existing endpoint configuration "{ARN}:endpoint-config/c".'
+    )
+
+
+def test_create_endpoint_starts_creating_with_a_deployment_snapshot(
+    control: ControlPlane, store: MemoryStore
+) -> None:
+    deploy(control)
+    stored = run(store.get_resource(ResourceKind.ENDPOINT, "e")).doc
+    assert stored["EndpointStatus"] == "Creating"
+    assert stored["_Generation"] == 1
+    assert stored["_Deployment"]["EndpointConfig"]["EndpointConfigName"] == "c"
+    assert set(stored["_Deployment"]["Models"]) == {"m"}
+
+
+def test_describe_endpoint_hides_internal_keys(control: ControlPlane) -> None:
+    deploy(control)
+    described = run(control.call("DescribeEndpoint", {"EndpointName": "e"}))
+    assert not [k for k in described if k.startswith("_")]
+    assert described["EndpointArn"] == f"{ARN}:endpoint/e"
+    assert described["ProductionVariants"][0]["DesiredInstanceCount"] == 2
+    assert described["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == ("s3://out/results")
+
+
+def test_duplicate_endpoint_is_refused_with_sagemaker_text(control: ControlPlane) -> None:
+    deploy(control)
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateEndpoint", {"EndpointName": "e", "EndpointConfigName": "c"}))
+    assert caught.value.message == f'Cannot create already existing endpoint "{ARN}:endpoint/e".'
+
+
+def test_endpoint_of_missing_config_is_refused(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("CreateEndpoint", {"EndpointName": "e", "EndpointConfigName": "x"}))
+    assert caught.value.message == (
+        f'Could not find endpoint configuration "{ARN}:endpoint-config/x".'
+    )
+
+
+def test_update_of_in_progress_endpoint_is_refused(control: ControlPlane) -> None:
+    deploy(control)
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("UpdateEndpoint", {"EndpointName": "e", "EndpointConfigName": "c"}))
+    assert caught.value.message == f'Cannot update in-progress endpoint "{ARN}:endpoint/e".'
+
+
+def test_update_keeps_the_old_config_name_while_updating(
+    control: ControlPlane, store: MemoryStore
+) -> None:
+    deploy(control)
+    set_status(store, "e", "InService")
+    run(control.call("CreateEndpointConfig", endpoint_config(name="c2")))
+    run(control.call("UpdateEndpoint", {"EndpointName": "e", "EndpointConfigName": "c2"}))
+    stored = run(store.get_resource(ResourceKind.ENDPOINT, "e")).doc
+    assert stored["EndpointStatus"] == "Updating"
+    assert stored["EndpointConfigName"] == "c"
+    assert stored["_Deployment"]["EndpointConfig"]["EndpointConfigName"] == "c2"
+    assert stored["_Generation"] == 2
+
+
+def test_delete_endpoint_removes_it_at_once(control: ControlPlane) -> None:
+    deploy(control)
+    run(control.call("DeleteEndpoint", {"EndpointName": "e"}))
+    with pytest.raises(ValidationException) as caught:
+        run(control.call("DescribeEndpoint", {"EndpointName": "e"}))
+    assert caught.value.message == f'Could not find endpoint "{ARN}:endpoint/e".'
+
+
+def test_list_endpoints_filters_by_status(control: ControlPlane, store: MemoryStore) -> None:
+    deploy(control, "e1")
+    run(control.call("CreateEndpoint", {"EndpointName": "e2", "EndpointConfigName": "c"}))
+    set_status(store, "e2", "InService")
+    listed = run(control.call("ListEndpoints", {"StatusEquals": "InService"}))
+    assert [e["EndpointName"] for e in listed["Endpoints"]] == ["e2"]
+
+
+def test_list_models_sorts_newest_first_by_default(control: ControlPlane) -> None:
+    for name in ("a", "b", "c"):
+        run(control.call("CreateModel", model(name)))
+    listed = run(control.call("ListModels", {}))
+    assert [m["ModelName"] for m in listed["Models"]] == ["c", "b", "a"]
+
+
+def test_list_models_sorts_by_name_ascending(control: ControlPlane) -> None:
+    for name in ("b", "c", "a"):
+        run(control.call("CreateModel", model(name)))
+    listed = run(control.call("ListModels", {"SortBy": "Name", "SortOrder": "Ascending"}))
+    assert [m["ModelName"] for m in listed["Models"]] == ["a", "b", "c"]
+
+
+def test_list_models_filters_by_name_contains(control: ControlPlane) -> None:
+    for name in ("alpha", "beta", "alphabet"):
+        run(control.call("CreateModel", model(name)))
+    listed = run(control.call("ListModels", {"NameContains": "ALPHA", "SortBy": "Name"}))
+    assert [m["ModelName"] for m in listed["Models"]] == ["alphabet", "alpha"]
+
+
+def test_list_models_pages_with_next_token(control: ControlPlane) -> None:
+    for index in range(5):
+        run(control.call("CreateModel", model(f"m{index}")))
+    names: list[str] = []
+    params: dict[str, Any] = {"MaxResults": 2, "SortBy": "Name", "SortOrder": "Ascending"}
+    while True:
+        page = run(control.call("ListModels", params))
+        names += [m["ModelName"] for m in page["Models"]]
+        if "NextToken" not in page:
+            break
+        params["NextToken"] = page["NextToken"]
+    assert names == ["m0", "m1", "m2", "m3", "m4"]
+
+
+def test_list_models_filters_by_creation_time(control: ControlPlane) -> None:
+    for name in ("a", "b", "c"):
+        run(control.call("CreateModel", model(name)))
+    b_time = run(control.call("DescribeModel", {"ModelName": "b"}))["CreationTime"]
+    listed = run(control.call("ListModels", {"CreationTimeAfter": b_time}))
+    assert [m["ModelName"] for m in listed["Models"]] == ["c"]
+
+
+def test_invalid_next_token_is_refused(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException):
+        run(control.call("ListModels", {"NextToken": "garbage!"}))
+
+
+def test_unknown_action_is_unknown_operation(control: ControlPlane) -> None:
+    with pytest.raises(UnknownOperation):
+        run(control.call("CreateTrainingJob", {}))
+
+
+DECLARED = {
+    "Models": [model()],
+    "EndpointConfigs": [endpoint_config()],
+    "Endpoints": [{"EndpointName": "e", "EndpointConfigName": "c"}],
+}
+
+
+def test_declarations_create_missing_resources(control: ControlPlane) -> None:
+    run(control.apply_declarations(DECLARED))
+    described = run(control.call("DescribeEndpoint", {"EndpointName": "e"}))
+    assert described["EndpointStatus"] == "Creating"
+
+
+def test_declarations_applied_twice_change_nothing(
+    control: ControlPlane, store: MemoryStore
+) -> None:
+    run(control.apply_declarations(DECLARED))
+    set_status(store, "e", "InService")
+    before = run(store.get_resource(ResourceKind.ENDPOINT, "e"))
+    run(control.apply_declarations(DECLARED))
+    after = run(store.get_resource(ResourceKind.ENDPOINT, "e"))
+    assert after.version == before.version
+    assert after.doc == before.doc
+
+
+def test_changed_declared_model_replaces_it_and_updates_the_endpoint(
+    control: ControlPlane, store: MemoryStore
+) -> None:
+    run(control.apply_declarations(DECLARED))
+    set_status(store, "e", "InService")
+    changed = {**DECLARED, "Models": [model(image="http://127.0.0.1:9999")]}
+    run(control.apply_declarations(changed))
+    described = run(control.call("DescribeModel", {"ModelName": "m"}))
+    assert described["PrimaryContainer"]["Image"] == "http://127.0.0.1:9999"
+    stored = run(store.get_resource(ResourceKind.ENDPOINT, "e")).doc
+    assert stored["EndpointStatus"] == "Updating"
+    assert stored["_Deployment"]["Models"]["m"]["PrimaryContainer"]["Image"] == (
+        "http://127.0.0.1:9999"
+    )
+
+
+def test_invalid_declaration_is_refused(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException):
+        run(control.apply_declarations({"Models": [model("bad_name")]}))
