@@ -1,0 +1,96 @@
+"""Runtime for an already running container honouring the SageMaker container contract
+(``GET /ping``, ``POST /invocations``), addressed by ``http(s)://host:port``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse
+from sagequeue.runtimes.http_client import HttpError, request
+
+PING_TIMEOUT_SECONDS = 30.0
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+# Longest error body kept in a failure message.
+MAX_ERROR_BODY = 4096
+
+
+class HttpContainerRuntime:
+    """``ModelRuntime`` for ``http://`` / ``https://`` images."""
+
+    def __init__(self, ping_timeout: float = PING_TIMEOUT_SECONDS) -> None:
+        self._ping_timeout = ping_timeout
+
+    async def start_instance(
+        self, model: dict[str, Any], max_concurrency: int
+    ) -> HttpContainerInstance:
+        container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+        base_url = str(container.get("Image", "")).rstrip("/")
+        instance = HttpContainerInstance(base_url, max_concurrency)
+        deadline = time.monotonic() + self._ping_timeout
+        last_problem = "no answer"
+        while True:
+            problem = await instance.ping()
+            if problem is None:
+                return instance
+            last_problem = problem
+            if time.monotonic() >= deadline:
+                raise ModelInvocationError(
+                    f"The container at {base_url} did not pass GET /ping: {last_problem}"
+                )
+            await asyncio.sleep(0.25)
+
+
+class HttpContainerInstance:
+    def __init__(self, base_url: str, max_concurrency: int) -> None:
+        self.base_url = base_url
+        self.max_concurrency = max(1, max_concurrency)
+        self._slots = asyncio.Semaphore(self.max_concurrency)
+
+    async def ping(self) -> str | None:
+        """None when healthy, else what went wrong."""
+        try:
+            response = await asyncio.wait_for(request("GET", self.base_url + "/ping"), 5.0)
+            body = await response.read(MAX_ERROR_BODY)
+        except (HttpError, TimeoutError) as exc:
+            return str(exc) or "timed out"
+        if 200 <= response.status < 300:
+            return None
+        return f"HTTP {response.status}: {body.decode('utf-8', 'replace')}"
+
+    async def healthy(self) -> bool:
+        return await self.ping() is None
+
+    async def invoke(self, model_request: ModelRequest, timeout: float) -> ModelResponse:
+        headers = {
+            "Content-Type": model_request.content_type or "application/octet-stream",
+            "Accept": model_request.accept or "*/*",
+            "X-Amzn-SageMaker-Inference-Id": model_request.inference_id,
+        }
+        if model_request.custom_attributes is not None:
+            headers[CUSTOM_ATTRIBUTES_HEADER] = model_request.custom_attributes
+        async with self._slots, asyncio.timeout(timeout):
+            try:
+                response = await request(
+                    "POST", self.base_url + "/invocations", headers, model_request.body
+                )
+                body = await response.read()
+            except HttpError as exc:
+                raise ModelInvocationError(
+                    f"Could not reach the model container at {self.base_url}: {exc}"
+                ) from None
+        if not 200 <= response.status < 300:
+            text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
+            side = "client" if response.status < 500 else "server"
+            raise ModelInvocationError(
+                f'Received {side} error ({response.status}) from model with message "{text}"'
+            )
+        return ModelResponse(
+            body=body,
+            content_type=response.headers.get("content-type"),
+            custom_attributes=response.headers.get(CUSTOM_ATTRIBUTES_HEADER.lower()),
+        )
+
+    async def close(self) -> None:
+        """Nothing to stop: the container is not ours."""
