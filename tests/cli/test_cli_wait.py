@@ -1,0 +1,210 @@
+"""``sagequeue wait`` and ``invoke-endpoint-async --wait``: the status extension on sagequeue,
+the S3 polling fallback on a server without it (moto), and the exit codes of each ending."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from clitools import free_port, run_cli, wait_http_ok
+
+from sagequeue.cli import waiting
+
+RAW = ("--cli-binary-format", "raw-in-base64-out")
+
+
+def test_invoke_and_wait_prints_the_result(cli, echo_endpoint):
+    result = cli(
+        "invoke-endpoint-async",
+        "--endpoint-name",
+        echo_endpoint,
+        "--body",
+        "hello",
+        "--content-type",
+        "text/plain",
+        *RAW,
+        "--wait",
+        "--timeout",
+        "60",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello"
+
+
+def test_wait_writes_the_result_to_the_output_file(cli, echo_endpoint, tmp_path):
+    invoked = cli(
+        "invoke-endpoint-async",
+        "--endpoint-name",
+        echo_endpoint,
+        "--body",
+        "saved",
+        *RAW,
+        "--query",
+        "InferenceId",
+        "--output",
+        "text",
+    )
+    inference_id = invoked.stdout.strip()
+    target = tmp_path / "result.bin"
+    result = cli(
+        "wait",
+        "--endpoint-name",
+        echo_endpoint,
+        "--inference-id",
+        inference_id,
+        "--output-file",
+        str(target),
+        "--timeout",
+        "60",
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == b"saved"
+
+
+def test_failed_inference_exits_with_the_failed_code_and_reason(cli, echo_endpoint):
+    result = cli(
+        "invoke-endpoint-async",
+        "--endpoint-name",
+        echo_endpoint,
+        "--body",
+        "fail",
+        *RAW,
+        "--wait",
+        "--timeout",
+        "60",
+    )
+    assert result.returncode == waiting.WAIT_FAILED_RC
+    assert "Failed" in result.stderr
+
+
+def test_wait_gives_up_after_the_timeout(cli, echo_endpoint):
+    result = cli(
+        "invoke-endpoint-async",
+        "--endpoint-name",
+        echo_endpoint,
+        "--body",
+        "sleep:5",
+        *RAW,
+        "--wait",
+        "--timeout",
+        "0.5",
+    )
+    assert result.returncode == waiting.WAIT_TIMEOUT_RC
+    assert "still" in result.stderr
+
+
+def test_wait_requires_endpoint_and_inference_id(cli):
+    result = cli("wait", "--endpoint-name", "e")
+    assert result.returncode == 252
+    assert "the following arguments are required: --inference-id" in result.stderr
+
+
+def test_expired_status_exits_with_the_expired_code(capsys):
+    final = waiting.InferenceStatus("Expired", None, None, "request TTL elapsed")
+    assert waiting.finish(None, final, "i-1", None) == waiting.WAIT_EXPIRED_RC
+    assert "Expired: request TTL elapsed" in capsys.readouterr().err
+
+
+# -- a server without the status extension -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(url + "/moto-api/", process=process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def moto_env(url: str) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "SAGEQUEUE_ENDPOINT_URL": url,
+        "AWS_PAGER": "",
+    }
+
+
+def queue_moto_results(url: str, results: list[dict]) -> None:
+    request = urllib.request.Request(
+        url + "/moto-api/static/sagemaker/async-endpoint-results",
+        data=json.dumps({"results": results}).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_fallback_polls_the_output_object(moto_url, tmp_path):
+    queue_moto_results(moto_url, [{"data": "from moto"}])
+    result = run_cli(
+        "invoke-endpoint-async",
+        "--endpoint-name",
+        "ep",
+        "--input-location",
+        "s3://b/ok",
+        "--wait",
+        "--timeout",
+        "30",
+        env=moto_env(moto_url),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from moto"
+
+
+def test_fallback_reads_the_failure_object(moto_url):
+    queue_moto_results(moto_url, [{"is_failure": True, "data": "model exploded"}])
+    result = run_cli(
+        "invoke-endpoint-async",
+        "--endpoint-name",
+        "ep",
+        "--input-location",
+        "s3://b/bad",
+        "--wait",
+        "--timeout",
+        "30",
+        env=moto_env(moto_url),
+    )
+    assert result.returncode == waiting.WAIT_FAILED_RC
+    assert "model exploded" in result.stderr
+
+
+def test_fallback_without_locations_explains_what_is_missing(moto_url):
+    result = run_cli("wait", "--endpoint-name", "ep", "--inference-id", "x", env=moto_env(moto_url))
+    assert result.returncode == 252
+    assert "--output-location" in result.stderr
+
+
+def test_status_url_quotes_the_inference_id():
+    assert waiting.status_url("http://h:1/", "ep", "a b/c") == (
+        "http://h:1/endpoints/ep/async-invocations/a%20b%2Fc"
+    )
+
+
+def test_output_file_receives_bytes_unchanged(tmp_path):
+    body = b"\x00\x01binary"
+    s3 = SimpleNamespace(get_object=lambda Bucket, Key: {"Body": io.BytesIO(body)})
+    final = waiting.InferenceStatus("Completed", "s3://b/k.out")
+    target = tmp_path / "out.bin"
+    assert waiting.finish(s3, final, "i", str(target)) == 0
+    assert target.read_bytes() == body
