@@ -38,7 +38,7 @@ def wait_http_ok(url: str, timeout: float = 30.0, process: subprocess.Popen | No
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
-        except Exception as exc:  # noqa: BLE001 - still starting
+        except Exception as exc:  # still starting
             last_error = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} not ready after {timeout}s: {last_error}")
@@ -153,8 +153,13 @@ def server_factory(tmp_path: Path) -> Iterator:
     """Start servers with custom arguments; all are stopped at the end of the test."""
     started: list[ServerProcess] = []
 
-    def make(*args: str, data_dir: Path | None = None, port: int | None = None,
-             env: dict[str, str] | None = None, wait: bool = True) -> ServerProcess:
+    def make(
+        *args: str,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> ServerProcess:
         server = ServerProcess(
             data_dir=data_dir or tmp_path / "data",
             port=port or free_port(),

@@ -27,6 +27,7 @@ class Application:
         self.objects = None
         self.worker = None
         self.control = None
+        self.doorbell = None
         self.keys, self.generated_keys = load_access_keys(settings)
 
     async def start(self) -> None:
@@ -46,6 +47,11 @@ class Application:
 
             self.worker = Worker(self.store, self.store, self.objects, settings)
             await self.worker.start()
+        else:
+            from sagequeue.dispatch.doorbell import Doorbell
+
+            # Worker processes of this data dir are woken by datagram after each enqueue.
+            self.doorbell = Doorbell(settings.data_dir)
         self.ready = True
 
     async def stop(self) -> None:
@@ -75,6 +81,8 @@ class Application:
     def on_enqueued(self, endpoint_name: str) -> None:
         if self.worker is not None:
             self.worker.wake(endpoint_name)
+        elif self.doorbell is not None:
+            self.doorbell.ring(endpoint_name)
 
     def frontdoor(self) -> FrontDoor:
         from sagequeue.frontdoor.control import ControlApi
@@ -131,8 +139,16 @@ def run_server(settings: Settings) -> int:
         f"(role {settings.role}, data in {settings.data_dir.absolute()})",
         flush=True,
     )
+    # uvicorn re-raises the signal it caught once it has shut down; a graceful stop
+    # on SIGTERM / SIGINT is a success, so exit 0 then.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_after_graceful_stop)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_after_graceful_stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _run_worker_only(app: Application) -> int:

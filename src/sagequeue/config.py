@@ -129,9 +129,7 @@ def load_settings(
             raise ConfigError(f"{name.replace('_', '-')}: invalid value {value!r}") from None
     if settings.role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
-    allow = flags.get("https_input_allow_hosts") or environ.get(
-        env_var("https_input_allow_hosts")
-    )
+    allow = flags.get("https_input_allow_hosts") or environ.get(env_var("https_input_allow_hosts"))
     if allow is None:
         allow = file_values.get("https_input_allow_hosts", [])
     if isinstance(allow, str):
@@ -141,9 +139,7 @@ def load_settings(
         try:
             settings.access_keys[str(item["AccessKeyId"])] = str(item["SecretAccessKey"])
         except (KeyError, TypeError):
-            raise ConfigError(
-                "access_keys entries need AccessKeyId and SecretAccessKey"
-            ) from None
+            raise ConfigError("access_keys entries need AccessKeyId and SecretAccessKey") from None
     for key in _RESOURCE_KEYS:
         value = file_values.get(key) or []
         if not isinstance(value, list):

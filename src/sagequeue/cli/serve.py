@@ -19,12 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8765)")
     parser.add_argument("--data-dir", help="state directory (default ./.sagequeue)")
-    parser.add_argument(
-        "--database", help="sqlite:///path (default <data-dir>/sagequeue.db)"
-    )
-    parser.add_argument(
-        "--object-store", help="file:///path (default <data-dir>/objects) or s3://"
-    )
+    parser.add_argument("--database", help="sqlite:///path (default <data-dir>/sagequeue.db)")
+    parser.add_argument("--object-store", help="file:///path (default <data-dir>/objects) or s3://")
     parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint for s3:// stores")
     parser.add_argument(
         "--credentials-file",
@@ -61,4 +57,3 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"sagequeue serve: {exc}", file=sys.stderr)
         return 2
-

@@ -1,0 +1,82 @@
+"""Configuration precedence and credentials handling."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from sagequeue.config import (
+    ConfigError,
+    Settings,
+    load_access_keys,
+    load_settings,
+    read_credentials,
+)
+
+
+def test_defaults_match_design():
+    settings = load_settings({}, environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8765)
+    assert settings.data_dir == Path(".sagequeue")
+    assert settings.region == "us-east-1"
+    assert settings.account_id == "000000000000"
+    assert settings.database_url.endswith(".sagequeue/sagequeue.db")
+    assert settings.object_store_url.startswith("file://")
+
+
+def test_flag_beats_environment_beats_config_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("port: 1111\nhost: 0.0.0.0\nrole: worker\n")
+    settings = load_settings(
+        {"port": 3333}, str(config), environ={"SAGEQUEUE_PORT": "2222", "SAGEQUEUE_ROLE": "api"}
+    )
+    assert settings.port == 3333
+    assert settings.role == "api"
+    assert settings.host == "0.0.0.0"
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path):
+    config = tmp_path / "sub" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text("data_dir: state\n")
+    assert load_settings({}, str(config), environ={}).data_dir == config.parent / "state"
+
+
+def test_unknown_role_is_refused():
+    with pytest.raises(ConfigError, match="role"):
+        load_settings({"role": "boss"}, environ={})
+
+
+def test_invalid_yaml_is_refused_with_the_file_name(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("port: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        load_settings({}, str(config), environ={})
+
+
+def test_credentials_are_generated_once_with_mode_0600(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    keys, generated = load_access_keys(settings)
+    assert generated and len(keys) == 1
+    path = tmp_path / "credentials"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "[sagequeue]" in path.read_text()
+    again, generated_again = load_access_keys(settings)
+    assert again == keys and not generated_again
+
+
+def test_every_profile_of_a_credentials_file_is_accepted(tmp_path):
+    path = tmp_path / "creds"
+    path.write_text(
+        "[default]\naws_access_key_id = AK1\naws_secret_access_key = S1\n"
+        "[other]\naws_access_key_id = AK2\naws_secret_access_key = S2\n[empty]\n"
+    )
+    assert read_credentials(path) == {"AK1": "S1", "AK2": "S2"}
+
+
+def test_missing_explicit_credentials_file_is_an_error(tmp_path):
+    settings = Settings(data_dir=tmp_path, credentials_file=tmp_path / "nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_access_keys(settings)
