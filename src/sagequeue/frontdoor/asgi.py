@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -104,6 +105,16 @@ class FrontDoor:
                 ops = self.ops.get(request.path)
                 if ops is not None:
                     return await ops(request), head_only
+            if "AWSAccessKeyId=" in request.query_string:
+                # S3 presigned URL in the legacy SigV2 form (boto3's default for S3).
+                from sagequeue.frontdoor.s3 import is_presigned_v2, verify_presigned_v2
+
+                if is_presigned_v2(request):
+                    protocol = WireProtocol.REST_XML
+                    request.auth = verify_presigned_v2(
+                        self.verifier.secret_key, request, time.time()
+                    )
+                    return await self.s3.handle(request), head_only
             presign_query = request.query if "X-Amz-" in request.query_string else {}
             parts = parse_authorization(headers, presign_query)
             if parts.service == "s3":

@@ -72,8 +72,12 @@ def error_response(
         return _xml_error(code, status, message, request_id, resource, exc.extra)
     body = msgspec.json.encode({"__type": code, "message": message})
     headers = [
-        ("content-type", "application/json"
-         if protocol is WireProtocol.REST_JSON else "application/x-amz-json-1.1"),
+        (
+            "content-type",
+            "application/json"
+            if protocol is WireProtocol.REST_JSON
+            else "application/x-amz-json-1.1",
+        ),
         ("x-amzn-requestid", request_id),
         ("x-amzn-errortype", code),
     ]
@@ -89,10 +93,11 @@ def _xml_error(
     extra: dict[str, str],
 ) -> Response:
     fields = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in extra.items())
+    if resource and "Resource" not in extra:
+        fields += f"<Resource>{escape(resource)}</Resource>"
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>{fields}"
-        + (f"<Resource>{escape(resource)}</Resource>" if resource and "Resource" not in extra else "")
         + f"<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
     ).encode()
     headers = [

@@ -1,0 +1,147 @@
+"""Local-disk object store safety: opaque keys, atomic writes, crash leftovers."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sagequeue.stores.objects_local import LocalObjectStore
+
+pytestmark = pytest.mark.anyio
+
+HOSTILE_KEYS = [
+    "../../../../etc/passwd",
+    "/absolute/path",
+    "a/../../b",
+    "nul\x00byte",
+    "k" * 1024,
+    "/".join(["x" * 200] * 5),
+    "Case",
+    "case",
+    unicodedata.normalize("NFC", "café"),
+    unicodedata.normalize("NFD", "café"),
+    ".",
+    "..",
+    "con",
+    "trailing/",
+    "back\\slash",
+    "new\nline",
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[LocalObjectStore]:
+    store = LocalObjectStore(tmp_path / "root")
+    await store.open()
+    await store.create_bucket("bucket")
+    yield store
+    await store.close()
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def read(store: LocalObjectStore, key: str) -> bytes:
+    _, stream = await store.get_object("bucket", key)
+    return b"".join([chunk async for chunk in stream])
+
+
+async def test_hostile_keys_stay_distinct_objects(local: LocalObjectStore) -> None:
+    for index, key in enumerate(HOSTILE_KEYS):
+        await local.put_object("bucket", key, body(str(index).encode()))
+    for index, key in enumerate(HOSTILE_KEYS):
+        assert await read(local, key) == str(index).encode()
+    listed = [o.key for o in (await local.list_objects("bucket")).objects]
+    assert sorted(listed) == sorted(HOSTILE_KEYS)
+
+
+async def test_hostile_keys_write_nothing_outside_the_root(
+    local: LocalObjectStore, tmp_path: Path
+) -> None:
+    for key in HOSTILE_KEYS:
+        await local.put_object("bucket", key, body(b"x"))
+    outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "root")]
+    assert outside == []
+    top_level = sorted(p.name for p in (tmp_path / "root").iterdir())
+    assert [n for n in top_level if not n.startswith("index.db")] == ["data", "parts", "tmp"]
+
+
+async def test_no_file_name_contains_the_key(local: LocalObjectStore, tmp_path: Path) -> None:
+    await local.put_object("bucket", "secret-name", body(b"x"))
+    names = [p.name for p in (tmp_path / "root").rglob("*")]
+    assert not any("secret-name" in name for name in names)
+
+
+async def test_interrupted_write_leaves_the_old_object(local: LocalObjectStore) -> None:
+    await local.put_object("bucket", "k", body(b"old"))
+
+    async def dies_midway() -> AsyncIterator[bytes]:
+        yield b"new-but-"
+        raise ConnectionError("client went away")
+
+    with pytest.raises(ConnectionError):
+        await local.put_object("bucket", "k", dies_midway())
+    assert await read(local, "k") == b"old"
+    assert list((local.root / "tmp").iterdir()) == []
+
+
+async def test_crash_leftover_temp_file_is_not_an_object(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    store = LocalObjectStore(root)
+    await store.open()
+    await store.create_bucket("bucket")
+    await store.put_object("bucket", "k", body(b"committed"))
+    await store.close()
+    # A process killed mid-write leaves a temp file behind (and nothing in the index).
+    (root / "tmp" / "deadbeef").write_bytes(b"torn")
+    reopened = LocalObjectStore(root)
+    await reopened.open()
+    try:
+        assert [o.key for o in (await reopened.list_objects("bucket")).objects] == ["k"]
+        assert await read(reopened, "k") == b"committed"
+    finally:
+        await reopened.close()
+
+
+async def test_overwrite_removes_the_replaced_body_file(local: LocalObjectStore) -> None:
+    for version in range(3):
+        await local.put_object("bucket", "k", body(b"v%d" % version))
+    data_files = [p for p in (local.root / "data").rglob("*") if p.is_file()]
+    assert len(data_files) == 1
+
+
+async def test_reader_of_the_old_version_finishes_after_an_overwrite(
+    local: LocalObjectStore,
+) -> None:
+    await local.put_object("bucket", "k", body(b"A" * 1_000_000))
+    _, stream = await local.get_object("bucket", "k")
+    first = await anext(stream)
+    await local.put_object("bucket", "k", body(b"B" * 10))
+    rest = b"".join([chunk async for chunk in stream])
+    assert first + rest == b"A" * 1_000_000
+    assert await read(local, "k") == b"B" * 10
+
+
+async def test_objects_survive_reopening_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    store = LocalObjectStore(root)
+    await store.open()
+    await store.create_bucket("bucket")
+    await store.put_object("bucket", "k", body(b"kept"), metadata={"a": "b"})
+    await store.close()
+    again = LocalObjectStore(root)
+    await again.open()
+    try:
+        assert (await again.head_object("bucket", "k")).metadata == {"a": "b"}
+        assert await read(again, "k") == b"kept"
+    finally:
+        await again.close()
