@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from clitools import BUCKET, ENDPOINT, CliResult, echo_model_tarball, run_cli
+
+from cli.clitools import BUCKET, ENDPOINT, CliResult, echo_model_tarball, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clitools import BUCKET, TlsProxy, make_self_signed_cert, normalise
+
+from cli.clitools import BUCKET, TlsProxy, make_self_signed_cert, normalise
 
 INPUT = f"s3://{BUCKET}/inputs/hello.txt"
 AWSCLI = str(Path(sys.executable).parent / "aws")
@@ -137,7 +138,7 @@ def test_profile_reads_credentials_and_region_from_the_aws_files(
     }
     clean_env["SAGEQUEUE_ENDPOINT_URL"] = shared_server.url
     clean_env["AWS_PAGER"] = ""
-    from clitools import run_cli
+    from cli.clitools import run_cli
 
     result = run_cli(
         "invoke-endpoint-async",

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import jmespath
 import pytest
-from clitools import check_golden
 
+from cli.clitools import check_golden
 from sagequeue.cli.awsoutput import OUTPUT_FORMATS, render
 
 RESPONSE = {

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from clitools import OFFLINE_ENV, check_golden, run_cli
 
+from cli.clitools import OFFLINE_ENV, check_golden, run_cli
 from sagequeue.cli import aws
 
 

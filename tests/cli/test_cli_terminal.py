@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from clitools import BUCKET, OFFLINE_ENV
+from cli.clitools import BUCKET, OFFLINE_ENV
 
 SKELETON_OUTPUT = ("--generate-cli-skeleton", "output", "--endpoint-name", "e")
 

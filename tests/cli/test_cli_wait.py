@@ -12,8 +12,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from clitools import free_port, run_cli, wait_http_ok
 
+from cli.clitools import run_cli
+from conftest import free_port, wait_http_ok
 from sagequeue.cli import waiting
 
 RAW = ("--cli-binary-format", "raw-in-base64-out")
