@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sagequeue.domain.errors import ServiceError, SignatureError, UnknownOperation, ValidationError
+from sagequeue.domain.ids import new_id
 from sagequeue.frontdoor.errors import WireProtocol, error_response
 from sagequeue.frontdoor.http import Request, RequestTooLarge, Response
 from sagequeue.frontdoor.sigv4 import UNSIGNED_PAYLOAD, SigV4Verifier, parse_authorization
@@ -85,7 +85,7 @@ class FrontDoor:
         method: str = scope["method"]
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
-            key = name.decode("latin-1").lower()
+            key = name.decode("latin-1")  # ASGI servers give header names lower-cased
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]},{text}" if key in headers else text
         raw_path = scope.get("raw_path")
@@ -95,7 +95,7 @@ class FrontDoor:
             raw_path=raw_path.decode("latin-1").partition("?")[0] if raw_path else scope["path"],
             query_string=scope["query_string"].decode("latin-1"),
             headers=headers,
-            request_id=str(uuid.uuid4()),
+            request_id=new_id(),
             receive=receive,
         )
         head_only = method == "HEAD"

@@ -8,7 +8,6 @@ for a fraction of a second) and one durable enqueue per request; JSON by msgspec
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -122,7 +121,8 @@ class RuntimeApi:
                 f"Endpoint {endpoint_name} of account {settings.account_id} is not an "
                 "asynchronous inference endpoint."
             )
-        request_id = str(uuid.uuid4())
+        # The HTTP request's id names the invocation too: one id to trace it by.
+        request_id = request.request_id
         locations = result_locations(
             output_path, failure_path, valid.filename or request_id, valid.s3_output_path_extension
         )

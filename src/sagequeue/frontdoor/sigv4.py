@@ -74,16 +74,28 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     return hmac.new(k_service, b"aws4_request", hashlib.sha256).digest()
 
 
+# X-Amz-Date -> epoch seconds. Concurrent clients send the same few dates, and strptime
+# costs tens of microseconds, so parsed dates are remembered (bounded).
+_parsed_dates: dict[str, float] = {}
+
+
 def _parse_amz_date(amz_date: str) -> float:
+    epoch = _parsed_dates.get(amz_date)
+    if epoch is not None:
+        return epoch
     try:
         # timegm: the date is UTC (mktime would apply the local zone's summer time).
-        return float(calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")))
+        epoch = float(calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")))
     except ValueError:
         raise SignatureError(
             AuthFailure.INCOMPLETE,
             f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. "
             "See http://en.wikipedia.org/wiki/ISO_8601",
         ) from None
+    if len(_parsed_dates) > 4096:
+        _parsed_dates.clear()
+    _parsed_dates[amz_date] = epoch
+    return epoch
 
 
 def _format_amz_date(epoch: float) -> str:
@@ -201,7 +213,17 @@ def canonical_uri(raw_path: str, service: str) -> str:
     """S3 signs the path as sent; other services sign it normalised and encoded again."""
     if service == "s3":
         return raw_path or "/"
-    return quote(normalize_url_path(raw_path), safe="/~")
+    canonical = _canonical_paths.get(raw_path)
+    if canonical is None:
+        canonical = quote(normalize_url_path(raw_path), safe="/~")
+        if len(_canonical_paths) > 4096:  # bounded: status calls carry many ids
+            _canonical_paths.clear()
+        _canonical_paths[raw_path] = canonical
+    return canonical
+
+
+# Few distinct paths (one per endpoint) are signed over and over.
+_canonical_paths: dict[str, str] = {}
 
 
 def canonical_query(raw_query: str, drop_signature: bool) -> str:
@@ -314,7 +336,7 @@ class SigV4Verifier:
             + hashlib.sha256(canonical_request.encode()).hexdigest()
         )
         key = self._signing_key(parts.access_key, parts.date, parts.region, parts.service)
-        expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
         if not hmac.compare_digest(expected, parts.signature):
             raise SignatureError(AuthFailure.MISMATCH, _MISMATCH_MESSAGE)
         return AuthContext(
