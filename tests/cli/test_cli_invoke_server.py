@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.clitools import BUCKET, TlsProxy, make_self_signed_cert, normalise
+from cli.clitools import BUCKET, CliResult, TlsProxy, make_self_signed_cert, normalise
 
 INPUT = f"s3://{BUCKET}/inputs/hello.txt"
 AWSCLI = str(Path(sys.executable).parent / "aws")
@@ -29,6 +29,24 @@ def awscli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         env={**env, "AWS_PAGER": ""},
         timeout=60,
     )
+
+
+@pytest.fixture
+def invoke_echo(cli, echo_endpoint):
+    """``invoke-endpoint-async`` of INPUT on the echo endpoint, with more options."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        return cli(
+            "invoke-endpoint-async",
+            "--endpoint-name",
+            echo_endpoint,
+            "--input-location",
+            INPUT,
+            *args,
+            env=env,
+        )
+
+    return run
 
 
 @pytest.mark.parametrize("query", [None, "[InferenceId, OutputLocation]", "InferenceId"])
@@ -45,9 +63,8 @@ def test_rendering_matches_the_aws_cli(cli, cli_env, echo_endpoint, shared_serve
 
 
 @pytest.mark.parametrize("output", ["yaml", "yaml-stream"])
-def test_yaml_renderings_hold_the_json_response(cli, echo_endpoint, output):
-    base = ["invoke-endpoint-async", "--endpoint-name", echo_endpoint, "--input-location", INPUT]
-    result = cli(*base, "--inference-id", f"yaml-{output}", "--output", output)
+def test_yaml_renderings_hold_the_json_response(invoke_echo, output):
+    result = invoke_echo("--inference-id", f"yaml-{output}", "--output", output)
     assert result.returncode == 0, result.stderr
     loaded = yaml.safe_load(result.stdout)
     document = loaded[0] if output == "yaml-stream" else loaded
@@ -88,29 +105,15 @@ def test_cli_input_yaml_from_a_file_is_sent(cli, echo_endpoint, tmp_path):
     assert result.stdout == '"y1"\n', result.stderr
 
 
-def test_debug_logs_the_signed_request_to_stderr(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        "--debug",
-    )
+def test_debug_logs_the_signed_request_to_stderr(invoke_echo):
+    result = invoke_echo("--debug")
     assert result.returncode == 0
     assert "Authorization': b'AWS4-HMAC-SHA256 Credential=" in result.stderr
     assert json.loads(result.stdout)["InferenceId"]
 
 
-def test_no_sign_request_is_refused_by_the_server(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        "--no-sign-request",
-    )
+def test_no_sign_request_is_refused_by_the_server(invoke_echo):
+    result = invoke_echo("--no-sign-request")
     assert result.returncode == 254
     assert "MissingAuthenticationToken" in result.stderr
 
@@ -157,32 +160,16 @@ def test_profile_reads_credentials_and_region_from_the_aws_files(
     assert result.stdout == "prof\n", result.stderr  # text: the profile's output setting
 
 
-def test_aws_default_output_selects_the_format(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        "--inference-id",
-        "envout",
-        "--query",
-        "InferenceId",
-        env={"AWS_DEFAULT_OUTPUT": "yaml"},
+def test_aws_default_output_selects_the_format(invoke_echo):
+    result = invoke_echo(
+        "--inference-id", "envout", "--query", "InferenceId", env={"AWS_DEFAULT_OUTPUT": "yaml"}
     )
     assert result.stdout == "envout\n...\n"
 
 
-def test_endpoint_url_option_beats_the_environment(cli, echo_endpoint, shared_server):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-url",
-        shared_server.url,
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        env={"SAGEQUEUE_ENDPOINT_URL": "http://127.0.0.1:9"},
+def test_endpoint_url_option_beats_the_environment(invoke_echo, shared_server):
+    result = invoke_echo(
+        "--endpoint-url", shared_server.url, env={"SAGEQUEUE_ENDPOINT_URL": "http://127.0.0.1:9"}
     )
     assert result.returncode == 0, result.stderr
 
@@ -193,18 +180,8 @@ def test_bad_query_is_a_usage_error(cli, echo_endpoint):
     assert "Bad value for --query" in result.stderr
 
 
-def test_color_on_styles_the_table(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        "--output",
-        "table",
-        "--color",
-        "on",
-    )
+def test_color_on_styles_the_table(invoke_echo):
+    result = invoke_echo("--output", "table", "--color", "on")
     assert "\x1b[1m\x1b[34m" in result.stdout
 
 
@@ -218,44 +195,17 @@ def tls_proxy(shared_server, tmp_path_factory):
     proxy.close()
 
 
-def test_self_signed_certificate_is_refused_by_default(cli, echo_endpoint, tls_proxy):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-url",
-        tls_proxy.url,
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-    )
+def test_self_signed_certificate_is_refused_by_default(invoke_echo, tls_proxy):
+    result = invoke_echo("--endpoint-url", tls_proxy.url)
     assert result.returncode == 255
     assert "SSL validation failed" in result.stderr
 
 
-def test_no_verify_ssl_accepts_a_self_signed_certificate(cli, echo_endpoint, tls_proxy):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-url",
-        tls_proxy.url,
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        "--no-verify-ssl",
-    )
+def test_no_verify_ssl_accepts_a_self_signed_certificate(invoke_echo, tls_proxy):
+    result = invoke_echo("--endpoint-url", tls_proxy.url, "--no-verify-ssl")
     assert result.returncode == 0, result.stderr
 
 
-def test_ca_bundle_trusts_the_given_certificate(cli, echo_endpoint, tls_proxy):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-url",
-        tls_proxy.url,
-        "--endpoint-name",
-        echo_endpoint,
-        "--input-location",
-        INPUT,
-        "--ca-bundle",
-        str(tls_proxy.cert),
-    )
+def test_ca_bundle_trusts_the_given_certificate(invoke_echo, tls_proxy):
+    result = invoke_echo("--endpoint-url", tls_proxy.url, "--ca-bundle", str(tls_proxy.cert))
     assert result.returncode == 0, result.stderr

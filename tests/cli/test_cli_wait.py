@@ -13,44 +13,33 @@ from types import SimpleNamespace
 
 import pytest
 
-from cli.clitools import run_cli
+from cli.clitools import OFFLINE_ENV, CliResult, run_cli
 from conftest import free_port, wait_http_ok
 from sagequeue.cli import waiting
 
 RAW = ("--cli-binary-format", "raw-in-base64-out")
 
 
-def test_invoke_and_wait_prints_the_result(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--body",
-        "hello",
-        "--content-type",
-        "text/plain",
-        *RAW,
-        "--wait",
-        "--timeout",
-        "60",
-    )
+@pytest.fixture
+def invoke_body(cli, echo_endpoint):
+    """``invoke-endpoint-async`` on the echo endpoint with ``body`` sent as is, more options."""
+
+    def run(body: str, *args: str) -> CliResult:
+        return cli(
+            "invoke-endpoint-async", "--endpoint-name", echo_endpoint, "--body", body, *RAW, *args
+        )
+
+    return run
+
+
+def test_invoke_and_wait_prints_the_result(invoke_body):
+    result = invoke_body("hello", "--content-type", "text/plain", "--wait", "--timeout", "60")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello"
 
 
-def test_wait_writes_the_result_to_the_output_file(cli, echo_endpoint, tmp_path):
-    invoked = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--body",
-        "saved",
-        *RAW,
-        "--query",
-        "InferenceId",
-        "--output",
-        "text",
-    )
+def test_wait_writes_the_result_to_the_output_file(cli, invoke_body, echo_endpoint, tmp_path):
+    invoked = invoke_body("saved", "--query", "InferenceId", "--output", "text")
     inference_id = invoked.stdout.strip()
     target = tmp_path / "result.bin"
     result = cli(
@@ -68,34 +57,14 @@ def test_wait_writes_the_result_to_the_output_file(cli, echo_endpoint, tmp_path)
     assert target.read_bytes() == b"saved"
 
 
-def test_failed_inference_exits_with_the_failed_code_and_reason(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--body",
-        "fail",
-        *RAW,
-        "--wait",
-        "--timeout",
-        "60",
-    )
+def test_failed_inference_exits_with_the_failed_code_and_reason(invoke_body):
+    result = invoke_body("fail", "--wait", "--timeout", "60")
     assert result.returncode == waiting.WAIT_FAILED_RC
     assert "Failed" in result.stderr
 
 
-def test_wait_gives_up_after_the_timeout(cli, echo_endpoint):
-    result = cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        echo_endpoint,
-        "--body",
-        "sleep:5",
-        *RAW,
-        "--wait",
-        "--timeout",
-        "0.5",
-    )
+def test_wait_gives_up_after_the_timeout(invoke_body):
+    result = invoke_body("sleep:5", "--wait", "--timeout", "0.5")
     assert result.returncode == waiting.WAIT_TIMEOUT_RC
     assert "still" in result.stderr
 
@@ -133,18 +102,8 @@ def moto_url():
 
 
 def moto_env(url: str) -> dict[str, str]:
-    import os
-
-    return {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "SAGEQUEUE_ENDPOINT_URL": url,
-        "AWS_PAGER": "",
-    }
+    """The offline CLI environment (example keys, no AWS files) pointed at ``url``."""
+    return {**OFFLINE_ENV, "SAGEQUEUE_ENDPOINT_URL": url}
 
 
 def queue_moto_results(url: str, results: list[dict]) -> None:
@@ -156,36 +115,30 @@ def queue_moto_results(url: str, results: list[dict]) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
-def test_fallback_polls_the_output_object(moto_url, tmp_path):
-    queue_moto_results(moto_url, [{"data": "from moto"}])
-    result = run_cli(
+def invoke_and_wait_on_moto(url: str, input_location: str) -> CliResult:
+    return run_cli(
         "invoke-endpoint-async",
         "--endpoint-name",
         "ep",
         "--input-location",
-        "s3://b/ok",
+        input_location,
         "--wait",
         "--timeout",
         "30",
-        env=moto_env(moto_url),
+        env=moto_env(url),
     )
+
+
+def test_fallback_polls_the_output_object(moto_url, tmp_path):
+    queue_moto_results(moto_url, [{"data": "from moto"}])
+    result = invoke_and_wait_on_moto(moto_url, "s3://b/ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "from moto"
 
 
 def test_fallback_reads_the_failure_object(moto_url):
     queue_moto_results(moto_url, [{"is_failure": True, "data": "model exploded"}])
-    result = run_cli(
-        "invoke-endpoint-async",
-        "--endpoint-name",
-        "ep",
-        "--input-location",
-        "s3://b/bad",
-        "--wait",
-        "--timeout",
-        "30",
-        env=moto_env(moto_url),
-    )
+    result = invoke_and_wait_on_moto(moto_url, "s3://b/bad")
     assert result.returncode == waiting.WAIT_FAILED_RC
     assert "model exploded" in result.stderr
 

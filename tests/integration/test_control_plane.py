@@ -45,6 +45,15 @@ def create_config(sagemaker: Any, name: str, model: str, **extra: Any) -> None:
     )
 
 
+def new_config(sagemaker: Any) -> str:
+    """A new model (its container at http://127.0.0.1:9, which answers nothing) and a new
+    endpoint config serving it; returns the config's name."""
+    model, config = unique("m"), unique("c")
+    create_model(sagemaker, model)
+    create_config(sagemaker, config, model)
+    return config
+
+
 def test_model_round_trip(sagemaker: Any) -> None:
     name = unique("Model")
     arn = sagemaker.create_model(ModelName=name, PrimaryContainer={"Image": "sagequeue/python"})[
@@ -93,9 +102,7 @@ def test_endpoint_config_without_async_config_is_refused(sagemaker: Any) -> None
 
 
 def test_endpoint_config_round_trip(sagemaker: Any) -> None:
-    model, config = unique("m"), unique("c")
-    create_model(sagemaker, model)
-    create_config(sagemaker, config, model)
+    config = new_config(sagemaker)
     described = sagemaker.describe_endpoint_config(EndpointConfigName=config)
     assert described["EndpointConfigArn"] == f"{ARN}:endpoint-config/{config}"
     assert described["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == ("s3://results/out")
@@ -110,9 +117,7 @@ def test_endpoint_config_round_trip(sagemaker: Any) -> None:
 
 
 def test_create_endpoint_starts_creating(sagemaker: Any) -> None:
-    model, config, endpoint = unique("m"), unique("c"), unique("e")
-    create_model(sagemaker, model)
-    create_config(sagemaker, config, model)
+    config, endpoint = new_config(sagemaker), unique("e")
     arn = sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)["EndpointArn"]
     assert arn == f"{ARN}:endpoint/{endpoint}"
     described = sagemaker.describe_endpoint(EndpointName=endpoint)
@@ -123,9 +128,7 @@ def test_create_endpoint_starts_creating(sagemaker: Any) -> None:
 
 
 def test_duplicate_endpoint_is_refused(sagemaker: Any) -> None:
-    model, config, endpoint = unique("m"), unique("c"), unique("e")
-    create_model(sagemaker, model)
-    create_config(sagemaker, config, model)
+    config, endpoint = new_config(sagemaker), unique("e")
     sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
     error = error_of(sagemaker.create_endpoint, EndpointName=endpoint, EndpointConfigName=config)
     assert error["Code"] == "ValidationException"
@@ -143,17 +146,13 @@ def test_endpoint_of_missing_config_is_refused(sagemaker: Any) -> None:
 
 
 def test_update_of_missing_endpoint_is_refused(sagemaker: Any) -> None:
-    model, config = unique("m"), unique("c")
-    create_model(sagemaker, model)
-    create_config(sagemaker, config, model)
+    config = new_config(sagemaker)
     error = error_of(sagemaker.update_endpoint, EndpointName="ghost", EndpointConfigName=config)
     assert error["Message"] == f'Could not find endpoint "{ARN}:endpoint/ghost".'
 
 
 def test_list_endpoints_paginates(sagemaker: Any) -> None:
-    model, config = unique("m"), unique("c")
-    create_model(sagemaker, model)
-    create_config(sagemaker, config, model)
+    config = new_config(sagemaker)
     marker = uuid.uuid4().hex[:6]
     names = [f"p{marker}-{i}" for i in range(3)]
     for name in names:
@@ -175,9 +174,7 @@ def test_list_endpoints_paginates(sagemaker: Any) -> None:
 
 
 def test_endpoint_deleted_waiter_returns_after_delete(sagemaker: Any) -> None:
-    model, config, endpoint = unique("m"), unique("c"), unique("e")
-    create_model(sagemaker, model)
-    create_config(sagemaker, config, model)
+    config, endpoint = new_config(sagemaker), unique("e")
     sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
     sagemaker.delete_endpoint(EndpointName=endpoint)
     sagemaker.get_waiter("endpoint_deleted").wait(
@@ -187,9 +184,7 @@ def test_endpoint_deleted_waiter_returns_after_delete(sagemaker: Any) -> None:
 
 def test_endpoint_with_unreachable_container_ends_failed(sagemaker: Any) -> None:
     """The in_service waiter stops with an error when the endpoint fails."""
-    model, config, endpoint = unique("m"), unique("c"), unique("e")
-    create_model(sagemaker, model)  # http://127.0.0.1:9 answers nothing
-    create_config(sagemaker, config, model)
+    config, endpoint = new_config(sagemaker), unique("e")  # container answers nothing
     sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
     with pytest.raises(WaiterError):
         sagemaker.get_waiter("endpoint_in_service").wait(

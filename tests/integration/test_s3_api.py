@@ -511,9 +511,11 @@ def test_declared_size_over_5_gib_is_entity_too_large(server: ServerProcess, buc
 # ------------------------------------------------------------------ presigned URLs, auth
 
 
-def test_presigned_get_and_put_work_with_urllib(server: ServerProcess, bucket: str) -> None:
+@pytest.fixture(scope="module")
+def signer(server: ServerProcess):
+    """A client whose presigned URLs are SigV4 (boto3's S3 default is the legacy form)."""
     access, secret = server.credentials
-    signer = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=server.url,
         region_name=REGION,
@@ -521,6 +523,9 @@ def test_presigned_get_and_put_work_with_urllib(server: ServerProcess, bucket: s
         aws_secret_access_key=secret,
         config=Config(signature_version="s3v4"),
     )
+
+
+def test_presigned_get_and_put_work_with_urllib(signer, bucket: str) -> None:
     put_url = signer.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "p k+1"})
     request = urllib.request.Request(put_url, data=b"via presign", method="PUT")
     with urllib.request.urlopen(request) as response:
@@ -570,19 +575,8 @@ def test_expired_or_tampered_legacy_presigned_url_is_refused(
     assert b"<Code>SignatureDoesNotMatch</Code>" in caught.value.read()
 
 
-def test_tampered_presigned_url_is_signature_does_not_match(
-    server: ServerProcess, client, bucket: str
-) -> None:
+def test_tampered_presigned_url_is_signature_does_not_match(signer, client, bucket: str) -> None:
     client.put_object(Bucket=bucket, Key="k", Body=b"x")
-    access, secret = server.credentials
-    signer = boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name=REGION,
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        config=Config(signature_version="s3v4"),
-    )
     url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(url.replace("/k?", "/other?"))

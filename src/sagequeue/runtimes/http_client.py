@@ -120,22 +120,27 @@ async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncI
             if size == 0:
                 await reader.readline()
                 return
-            remaining = size
-            while remaining:
-                chunk = await reader.read(min(remaining, 1024 * 1024))
-                if not chunk:
-                    raise HttpError("connection closed inside a chunk")
-                remaining -= len(chunk)
+            async for chunk in _exactly(reader, size, "connection closed inside a chunk"):
                 yield chunk
             await reader.readline()
     elif "content-length" in headers:
-        remaining = int(headers["content-length"])
-        while remaining:
-            chunk = await reader.read(min(remaining, 1024 * 1024))
-            if not chunk:
-                raise HttpError("connection closed before the end of the body")
-            remaining -= len(chunk)
+        size = int(headers["content-length"])
+        async for chunk in _exactly(reader, size, "connection closed before the end of the body"):
             yield chunk
     else:
         while chunk := await reader.read(1024 * 1024):
             yield chunk
+
+
+async def _exactly(
+    reader: asyncio.StreamReader, size: int, closed_early: str
+) -> AsyncIterator[bytes]:
+    """The next ``size`` bytes, as they come; HttpError(closed_early) if the stream ends
+    before them."""
+    remaining = size
+    while remaining:
+        chunk = await reader.read(min(remaining, 1024 * 1024))
+        if not chunk:
+            raise HttpError(closed_early)
+        remaining -= len(chunk)
+        yield chunk

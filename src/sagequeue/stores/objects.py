@@ -26,6 +26,7 @@ MIN_PART_SIZE = 5 * MIB  # every part but the last
 MAX_PART_NUMBER = 10_000
 MAX_KEY_BYTES = 1024
 READ_CHUNK = 256 * 1024
+SPOOL_BUFFER = MIB  # bytes gathered from a body before each write to disk
 
 CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 
@@ -390,6 +391,52 @@ def file_md5(path: Path) -> str:
         while chunk := handle.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class SpooledBody:
+    """What ``spool_body`` saw of the bytes it wrote."""
+
+    size: int
+    md5: str  # hex
+    checksum: str | None  # base64, when a checksum algorithm was asked for
+
+
+async def spool_body(
+    body: AsyncIterator[bytes],
+    write: Callable[[bytes], object],
+    *,
+    limit: int = MAX_SINGLE_PUT,
+    checksum_algorithm: str | None = None,
+) -> SpooledBody:
+    """Stream a body into ``write`` in SPOOL_BUFFER batches, each written (and added to
+    the MD5 and the checksum) in a worker thread. Raises EntityTooLarge once the body
+    passes ``limit``; the caller owns what ``write`` writes to and cleans it up on any
+    exception."""
+    import asyncio
+
+    md5 = hashlib.md5()
+    checksum = new_checksum(checksum_algorithm) if checksum_algorithm else None
+    size = 0
+    buffer = bytearray()
+
+    def flush(data: bytes) -> None:
+        write(data)
+        md5.update(data)
+        if checksum is not None:
+            checksum.update(data)
+
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit:
+            raise entity_too_large(size, limit)
+        buffer += chunk
+        if len(buffer) >= SPOOL_BUFFER:
+            data, buffer = bytes(buffer), bytearray()
+            await asyncio.to_thread(flush, data)
+    if buffer:
+        await asyncio.to_thread(flush, bytes(buffer))
+    return SpooledBody(size, md5.hexdigest(), checksum.b64() if checksum else None)
 
 
 async def iter_file(path: Path, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:

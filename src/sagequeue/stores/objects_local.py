@@ -20,14 +20,14 @@ UTF-8), which is S3's listing order, and listing walks the primary-key index.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,7 +46,6 @@ from sagequeue.stores.objects import (
     UploadInfo,
     check_bucket_name,
     check_key,
-    entity_too_large,
     entity_too_small,
     invalid_part,
     multipart_etag,
@@ -54,6 +53,7 @@ from sagequeue.stores.objects import (
     no_such_bucket,
     no_such_key,
     no_such_upload,
+    spool_body,
     validate_part_list,
 )
 
@@ -163,6 +163,18 @@ class LocalObjectStore:
         assert self._db is not None, "store not opened"
         return self._db
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE, then COMMIT; ROLLBACK when the block (or the commit) raises."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     # ---------------------------------------------------------------- buckets
     async def ensure_bucket(self, name: str) -> None:
         check_bucket_name(name)
@@ -193,9 +205,7 @@ class LocalObjectStore:
 
     async def delete_bucket(self, name: str) -> None:
         def delete() -> list[str]:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as db:
                 self._require_bucket(name)
                 if db.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone():
                     raise S3Error(
@@ -219,10 +229,6 @@ class LocalObjectStore:
                 )
                 db.execute("DELETE FROM uploads WHERE bucket = ?", (name,))
                 db.execute("DELETE FROM buckets WHERE name = ?", (name,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return files
 
         for file in await self._in_db(delete):
@@ -254,29 +260,11 @@ class LocalObjectStore:
     ) -> _Written:
         """Stream a body into tmp/, fsynced; the caller renames or unlinks it."""
         path = self.root / "tmp" / uuid.uuid4().hex
-        md5 = hashlib.md5()
-        checksum = new_checksum(checksum_algorithm) if checksum_algorithm else None
         handle = await asyncio.to_thread(path.open, "xb")
-        size = 0
-        buffer = bytearray()
-
-        def flush(data: bytes) -> None:
-            handle.write(data)
-            md5.update(data)
-            if checksum is not None:
-                checksum.update(data)
-
         try:
-            async for chunk in body:
-                size += len(chunk)
-                if size > limit:
-                    raise entity_too_large(size, limit)
-                buffer += chunk
-                if len(buffer) >= _WRITE_BUFFER:
-                    data, buffer = bytes(buffer), bytearray()
-                    await asyncio.to_thread(flush, data)
-            if buffer:
-                await asyncio.to_thread(flush, bytes(buffer))
+            spooled = await spool_body(
+                body, handle.write, limit=limit, checksum_algorithm=checksum_algorithm
+            )
 
             def finish() -> None:
                 handle.flush()
@@ -288,7 +276,7 @@ class LocalObjectStore:
             handle.close()
             path.unlink(missing_ok=True)
             raise
-        return _Written(path, size, md5.hexdigest(), checksum.b64() if checksum else None)
+        return _Written(path, spooled.size, spooled.md5, spooled.checksum)
 
     def _install_sync(self, temp: Path, area: str) -> str:
         """Rename a finished temp file to its permanent name; returns that name
@@ -309,9 +297,7 @@ class LocalObjectStore:
     ) -> str | None:
         """Point the key at ``file`` (after running ``before`` in the same transaction);
         returns the file it replaced, if any."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             if before is not None:
                 before()
             self._require_bucket(info.bucket)
@@ -334,10 +320,6 @@ class LocalObjectStore:
                     file,
                 ),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return old[0] if old else None
 
     async def _commit_object(self, info: ObjectInfo, temp: Path) -> ObjectInfo:
@@ -418,18 +400,12 @@ class LocalObjectStore:
 
     async def delete_object(self, bucket: str, key: str) -> None:
         def delete() -> str | None:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as db:
                 self._require_bucket(bucket)
                 row = db.execute(
                     "SELECT file FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
                 ).fetchone()
                 db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return row[0] if row else None
 
         file = await self._in_db(delete)
@@ -637,9 +613,7 @@ class LocalObjectStore:
         part = PartInfo(part_number, written.size, written.md5, time.time(), written.checksum)
 
         def record() -> str | None:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as db:
                 self._upload_sync(bucket, key, upload_id)
                 old = db.execute(
                     "SELECT file FROM parts WHERE upload_id = ? AND part_number = ?",
@@ -657,10 +631,6 @@ class LocalObjectStore:
                         file,
                     ),
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return old[0] if old else None
 
         try:
@@ -702,17 +672,11 @@ class LocalObjectStore:
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         def abort() -> list[str]:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as db:
                 self._upload_sync(bucket, key, upload_id)
                 files = [f for _, f in self._parts_sync(upload_id)]
                 db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
                 db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return files
 
         for file in await self._in_db(abort):

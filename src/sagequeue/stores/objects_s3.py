@@ -8,7 +8,6 @@ up front), so memory stays bounded whatever the object size.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +28,9 @@ from sagequeue.stores.objects import (
     UploadInfo,
     check_bucket_name,
     check_key,
-    entity_too_large,
-    new_checksum,
     no_such_bucket,
     no_such_key,
+    spool_body,
     validate_part_list,
 )
 
@@ -45,7 +43,6 @@ _HEADER_PARAMS = {
     "cache-control": "CacheControl",
     "content-language": "ContentLanguage",
 }
-_SPOOL_CHUNK = 1024 * 1024
 
 
 class S3ObjectStore:
@@ -134,33 +131,15 @@ class S3ObjectStore:
         """Body -> temp file (disk, not memory); returns it rewound with size, MD5 hex
         and the base64 checksum."""
         spool = await asyncio.to_thread(tempfile.TemporaryFile)
-        md5 = hashlib.md5()
-        checksum = new_checksum(checksum_algorithm) if checksum_algorithm else None
-        size = 0
-        buffer = bytearray()
-
-        def write(data: bytes) -> None:
-            spool.write(data)
-            md5.update(data)
-            if checksum is not None:
-                checksum.update(data)
-
         try:
-            async for chunk in body:
-                size += len(chunk)
-                if size > MAX_SINGLE_PUT:
-                    raise entity_too_large(size)
-                buffer += chunk
-                if len(buffer) >= _SPOOL_CHUNK:
-                    data, buffer = bytes(buffer), bytearray()
-                    await asyncio.to_thread(write, data)
-            if buffer:
-                await asyncio.to_thread(write, bytes(buffer))
+            spooled = await spool_body(
+                body, spool.write, limit=MAX_SINGLE_PUT, checksum_algorithm=checksum_algorithm
+            )
             await asyncio.to_thread(spool.seek, 0)
         except BaseException:
             spool.close()
             raise
-        return spool, size, md5.hexdigest(), checksum.b64() if checksum else None
+        return spool, spooled.size, spooled.md5, spooled.checksum
 
     async def put_object(
         self,
