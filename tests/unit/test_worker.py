@@ -368,3 +368,30 @@ async def test_restarted_worker_starts_in_service_endpoints_again(env) -> None:
     inv = await env.enqueue("echo", b"after restart")
     await env.worker()
     assert (await env.final(inv)).status is InvocationStatus.COMPLETED
+
+
+async def test_slot_takes_the_next_request_while_a_result_is_being_written(env) -> None:
+    await env.create_endpoint("echo", instances=1, concurrency=1)
+    await env.worker()
+    await env.endpoint("echo")
+    first_write_started = asyncio.Event()
+    let_first_write_finish = asyncio.Event()
+    put_object = env.objects.put_object
+
+    async def slow_first_output(bucket, key, body, **kwargs):
+        if key.startswith("out/") and not first_write_started.is_set():
+            first_write_started.set()
+            await let_first_write_finish.wait()
+        return await put_object(bucket, key, body, **kwargs)
+
+    env.objects.put_object = slow_first_output
+    first = await env.enqueue("echo", b'{"n": 1}')
+    await asyncio.wait_for(first_write_started.wait(), 30)
+    second = await env.enqueue("echo", b'{"n": 2}')
+    # The only model slot is free again although the first result is not written yet.
+    done = await env.final(second)
+    assert done.status is InvocationStatus.COMPLETED
+    assert (await env.store.get("echo", first.inference_id)).status is InvocationStatus.IN_PROGRESS
+    let_first_write_finish.set()
+    assert (await env.final(first)).status is InvocationStatus.COMPLETED
+    assert await env.read(first.output_location) == (b'{"n": 1}', "application/json")

@@ -77,12 +77,21 @@ class _EndpointRunner:
     max_concurrency: int
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     running: dict[str, tuple[Invocation, asyncio.Task[None]]] = field(default_factory=dict)
+    # Leased invocations whose model call has not returned yet. The others are writing
+    # their output: they no longer hold a model slot, so the next request can start.
+    in_model: int = 0
     dispatcher: asyncio.Task[None] | None = None
     retired: bool = False  # deleted or replaced by a newer deployment: lease no more
 
     @property
     def capacity(self) -> int:
         return len(self.slots) * self.max_concurrency
+
+    @property
+    def free(self) -> int:
+        """How many more to lease: a free model slot each, and at most ``capacity``
+        invocations still writing their results (bounds what a slow store can pile up)."""
+        return min(self.capacity - self.in_model, 2 * self.capacity - len(self.running))
 
     def pick_slot(self) -> _Slot:
         return min(self.slots, key=lambda slot: slot.in_flight)
@@ -370,7 +379,7 @@ class Worker:
         while not self._stopping and not runner.retired:
             # Clear before leasing: a wake or a finished invocation during the lease is kept.
             runner.wakeup.clear()
-            free = runner.capacity - len(runner.running)
+            free = runner.free
             if free > 0:
                 try:
                     leased = await self.queue.lease(
@@ -382,6 +391,7 @@ class Worker:
                 for inv in leased:
                     slot = runner.pick_slot()
                     slot.in_flight += 1
+                    runner.in_model += 1
                     task = asyncio.create_task(self._run(runner, slot, inv))
                     runner.running[inv.request_id] = (inv, task)
                 if leased and len(leased) == free:
@@ -394,8 +404,18 @@ class Worker:
             await asyncio.wait_for(event.wait(), timeout)
 
     async def _run(self, runner: _EndpointRunner, slot: _Slot, inv: Invocation) -> None:
+        holds_slot = True
+
+        def release_slot() -> None:
+            nonlocal holds_slot
+            if holds_slot:
+                holds_slot = False
+                slot.in_flight -= 1
+                runner.in_model -= 1
+                runner.wakeup.set()
+
         try:
-            await self._execute(slot.instance, inv)
+            await self._execute(slot.instance, inv, release_slot)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -405,11 +425,15 @@ class Worker:
                     inv, InvocationStatus.FAILED, f"Internal error while running the model: {exc}"
                 )
         finally:
-            slot.in_flight -= 1
+            release_slot()
             runner.running.pop(inv.request_id, None)
             runner.wakeup.set()
 
-    async def _execute(self, instance: ModelInstance, inv: Invocation) -> None:
+    async def _execute(
+        self, instance: ModelInstance, inv: Invocation, release_slot: Callable[[], None]
+    ) -> None:
+        """Run one invocation; ``release_slot`` is called once the model has answered,
+        so the slot takes its next request while this one's result is written."""
         now = self.clock.now()
         if now > inv.expires_at:
             await self._finish_with_failure(inv, InvocationStatus.EXPIRED, _expired_reason(inv))
@@ -428,7 +452,10 @@ class Worker:
         )
         timeout = inv.invocation_timeout_seconds
         try:
-            response = await instance.invoke(request, float(timeout))
+            try:
+                response = await instance.invoke(request, float(timeout))
+            finally:
+                release_slot()
         except TimeoutError:
             reason = f"Model invocation timed out after {timeout} s (InvocationTimeoutSeconds)"
             await self._finish_with_failure(inv, InvocationStatus.FAILED, reason)

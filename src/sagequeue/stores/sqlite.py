@@ -145,6 +145,22 @@ _INSERT_INVOCATION: Final = f"""
     INSERT INTO invocations ({_COLUMNS.removesuffix(", seq")}, expires_at)
     VALUES ({", ".join("?" * 21)})
 """
+# A group commit inserts its rows with one multi-row statement: executemany steps the
+# statement once per row and re-takes the GIL each time, which under a busy event loop
+# made inserting a batch several times slower than the statement itself.
+_INSERT_HEAD, _, _INSERT_ROW = _INSERT_INVOCATION.partition("VALUES")
+_INSERT_ROW = _INSERT_ROW.strip()
+# SQLite allows 32,766 bound variables per statement; 21 per row.
+_ROWS_PER_INSERT: Final = 512
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        sql = _INSERT_HEAD + "VALUES " + ",".join([_INSERT_ROW] * len(chunk))
+        conn.execute(sql, [value for row in chunk for value in row])
+
+
 _LEASE: Final = f"""
     UPDATE invocations
     SET status = 'InProgress', lease_owner = ?, lease_expires_at = ?, started_at = ?,
@@ -316,7 +332,7 @@ class _Writer(threading.Thread):
         conn = self._durable
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT_INVOCATION, [job[1] for job in jobs])
+            _insert_rows(conn, [job[1] for job in jobs])
             last_seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             conn.execute("COMMIT")
         except sqlite3.IntegrityError:
