@@ -77,21 +77,35 @@ class _EndpointRunner:
     max_concurrency: int
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     running: dict[str, tuple[Invocation, asyncio.Task[None]]] = field(default_factory=dict)
-    # Leased invocations whose model call has not returned yet. The others are writing
-    # their output: they no longer hold a model slot, so the next request can start.
-    in_model: int = 0
+    # Leased invocations that hold a model slot or wait for one. The others in
+    # ``running`` are writing their output: the slot already took its next request.
+    holding: int = 0
     dispatcher: asyncio.Task[None] | None = None
     retired: bool = False  # deleted or replaced by a newer deployment: lease no more
+    model_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_slots = asyncio.Semaphore(self.capacity)
 
     @property
     def capacity(self) -> int:
         return len(self.slots) * self.max_concurrency
 
     @property
+    def prefetch(self) -> int:
+        """Leased ahead of a free slot, so a slot that frees starts its next request
+        without waiting for a lease round trip to the store."""
+        return max(1, self.capacity // 4)
+
+    @property
     def free(self) -> int:
-        """How many more to lease: a free model slot each, and at most ``capacity``
-        invocations still writing their results (bounds what a slow store can pile up)."""
-        return min(self.capacity - self.in_model, 2 * self.capacity - len(self.running))
+        """How many more to lease: the free slots plus the prefetch, and at most
+        ``capacity`` invocations still writing their results (bounds what a slow
+        store can pile up)."""
+        return min(
+            self.capacity + self.prefetch - self.holding,
+            2 * self.capacity + self.prefetch - len(self.running),
+        )
 
     def pick_slot(self) -> _Slot:
         return min(self.slots, key=lambda slot: slot.in_flight)
@@ -389,10 +403,8 @@ class Worker:
                     log.exception("leasing for endpoint %s failed", runner.name)
                     leased = []
                 for inv in leased:
-                    slot = runner.pick_slot()
-                    slot.in_flight += 1
-                    runner.in_model += 1
-                    task = asyncio.create_task(self._run(runner, slot, inv))
+                    runner.holding += 1
+                    task = asyncio.create_task(self._run(runner, inv))
                     runner.running[inv.request_id] = (inv, task)
                 if leased and len(leased) == free:
                     continue  # there may be more queued; the next round finds no free slot
@@ -403,18 +415,29 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
 
-    async def _run(self, runner: _EndpointRunner, slot: _Slot, inv: Invocation) -> None:
-        holds_slot = True
+    async def _run(self, runner: _EndpointRunner, inv: Invocation) -> None:
+        slot: _Slot | None = None
 
         def release_slot() -> None:
-            nonlocal holds_slot
-            if holds_slot:
-                holds_slot = False
+            nonlocal slot
+            if slot is not None:
                 slot.in_flight -= 1
-                runner.in_model -= 1
+                slot = None
+                runner.model_slots.release()
+                runner.holding -= 1
                 runner.wakeup.set()
 
         try:
+            try:
+                await runner.model_slots.acquire()
+            except BaseException:
+                runner.holding -= 1
+                raise
+            slot = runner.pick_slot()
+            slot.in_flight += 1
+            if self._stopping or runner.retired:  # leased ahead, not started: back to the queue
+                await self.queue.release(inv.request_id, self.owner)
+                return
             await self._execute(slot.instance, inv, release_slot)
         except asyncio.CancelledError:
             raise
