@@ -130,6 +130,8 @@ def run_server(settings: Settings) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # No proxy in front by default; its middleware costs every request.
+        proxy_headers=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=30,
     )

@@ -68,13 +68,23 @@ class Request:
         """Read the whole body; raises RequestTooLarge past ``max_bytes``."""
         if self.body is not None:
             return self.body
+        # Reads ``receive`` directly: an async generator per request costs more than
+        # the whole body of a typical InvokeEndpointAsync.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in self.stream():
+        more = not self._body_consumed
+        self._body_consumed = True
+        while more:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionError("client disconnected")
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > max_bytes:
                 raise RequestTooLarge(size)
-            chunks.append(chunk)
+            if chunk:
+                chunks.append(chunk)
+            more = message.get("more_body", False)
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self.body
 
