@@ -1,0 +1,1 @@
+"""sagequeue benchmark suite: ``python -m bench`` (see docs/performance.md)."""
