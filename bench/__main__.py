@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "sigv4": references.sigv4,
     "sqlite": references.sqlite_wal,
     "bare": references.bare,
+    "asgi": references.asgi_servers,
     "moto": references.moto,
     "celery": references.celery,
     "ingest": scenarios.ingest,

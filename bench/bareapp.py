@@ -28,10 +28,40 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _BODY})
 
 
+SERVERS = ("uvicorn", "granian", "hypercorn")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--server", choices=SERVERS, default="uvicorn")
     args = parser.parse_args()
+    if args.server == "granian":
+        from granian import Granian
+
+        Granian(
+            "bench.bareapp:app",
+            address="127.0.0.1",
+            port=args.port,
+            interface="asgi",
+            workers=1,
+            loop="uvloop",
+            log_enabled=False,
+        ).serve()
+        return
+    if args.server == "hypercorn":
+        import asyncio
+
+        import uvloop
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"127.0.0.1:{args.port}"]
+        config.accesslog = None
+        uvloop.install()
+        asyncio.run(serve(app, config))
+        return
     import uvicorn
 
     uvicorn.run(

@@ -64,6 +64,31 @@ def bare(bench: Bench) -> None:
     bench.cache["bare"] = results
 
 
+def asgi_servers(bench: Bench) -> None:
+    """The bare app on each installed ASGI server, 64 connections: what chose uvicorn
+    for the front door (a server must also stream bodies both ways and run lifespan)."""
+    import importlib.util
+
+    from bench.bareapp import SERVERS
+
+    for server in SERVERS:
+        if importlib.util.find_spec(server) is None:
+            bench.add(
+                Row.not_run("asgi", f"{server} not installed", name=f"bare ASGI app on {server}")
+            )
+            continue
+        port = free_port()
+        with start_python_app("bench.bareapp", port, bench.log_dir, "--server", server):
+            result = run_load(
+                Target(port),
+                INGEST_SPEC,
+                connections=64,
+                max_requests=bench.scale(300_000, 20_000),
+                max_seconds=bench.scale(5.0, 1.0),
+            )
+        bench.add(load_row("asgi", f"bare ASGI app on {server}, 64 conn", result))
+
+
 def moto(bench: Bench) -> None:
     """moto's server answering InvokeEndpointAsync with canned results."""
     port = free_port()

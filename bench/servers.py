@@ -140,10 +140,11 @@ class ChildProcess:
             return ""
 
 
-def start_python_app(module: str, port: int, log_dir: Path) -> ChildProcess:
+def start_python_app(module: str, port: int, log_dir: Path, *extra_args: str) -> ChildProcess:
     """``python -m bench.bareapp`` / ``bench.rawserver`` on a port, once it accepts."""
     child = ChildProcess(
-        [sys.executable, "-m", module, "--port", str(port)], log_dir / f"{module}-{port}.log"
+        [sys.executable, "-m", module, "--port", str(port), *extra_args],
+        log_dir / f"{module}-{port}.log",
     ).start()
     wait_until(lambda: port_open(port), 20, module, child.process)
     return child
