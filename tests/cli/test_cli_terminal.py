@@ -130,6 +130,9 @@ def test_ctrl_c_exits_130(cli_env, echo_endpoint):
         env=cli_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A shell without job control starts background commands with SIGINT ignored,
+        # and Python then keeps ignoring it: give the CLI the disposition a terminal has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(3)  # started and waiting
     process.send_signal(signal.SIGINT)
