@@ -53,6 +53,12 @@ class Application:
             # Worker processes of this data dir are woken by datagram after each enqueue.
             self.doorbell = Doorbell(settings.data_dir)
         self.ready = True
+        if settings.runs_api:
+            print(
+                f"sagequeue: listening on http://{settings.host}:{settings.port} "
+                f"(role {settings.role}, data in {settings.data_dir.absolute()})",
+                flush=True,
+            )
 
     async def stop(self) -> None:
         self.ready = False
@@ -136,11 +142,6 @@ def run_server(settings: Settings) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
-    print(
-        f"sagequeue: listening on http://{settings.host}:{settings.port} "
-        f"(role {settings.role}, data in {settings.data_dir.absolute()})",
-        flush=True,
-    )
     # uvicorn re-raises the signal it caught once it has shut down; a graceful stop
     # on SIGTERM / SIGINT is a success, so exit 0 then.
     for sig in (signal.SIGTERM, signal.SIGINT):

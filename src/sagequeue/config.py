@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from sagequeue.domain.errors import StartupError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_DATA_DIR = ".sagequeue"
@@ -22,7 +24,7 @@ CREDENTIALS_PROFILE = "sagequeue"
 ROLES = ("all", "api", "worker")
 
 
-class ConfigError(Exception):
+class ConfigError(StartupError):
     """A bad flag, variable or config file; the message says which and why."""
 
 

@@ -91,3 +91,44 @@ def test_api_and_worker_roles_run_as_separate_processes(server_factory):
     assert json.loads(body) == {"echo": "two processes"}
     assert worker.process.poll() is None
     assert time.monotonic() - started < 60
+
+
+def _serve_with_config(tmp_path, text: str) -> subprocess.CompletedProcess:
+    config = tmp_path / "sagequeue.yaml"
+    config.write_text(text)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagequeue",
+            "serve",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_declared_bucket_file_that_is_missing_stops_the_start_with_its_path(tmp_path):
+    result = _serve_with_config(
+        tmp_path, "Buckets:\n  - Name: models\n    Objects:\n      m.tar.gz: nowhere/m.tar.gz\n"
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"file {tmp_path / 'nowhere' / 'm.tar.gz'} does not exist" in output
+    assert "Traceback" not in output
+    assert "listening on" not in output
+
+
+def test_invalid_declared_model_stops_the_start_with_the_validation_message(tmp_path):
+    result = _serve_with_config(tmp_path, "Models:\n  - ModelName: 'bad name!'\n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Value 'bad name!' at 'modelName' failed to satisfy constraint" in output
+    assert "Traceback" not in output

@@ -9,6 +9,11 @@ from __future__ import annotations
 import enum
 
 
+class StartupError(Exception):
+    """Start-up cannot go on, for a reason its message fully explains (a bad setting
+    or declaration): reported as one line, without a traceback."""
+
+
 class ServiceError(Exception):
     """An error with an AWS error code and HTTP status."""
 

@@ -9,7 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from sagequeue.domain.errors import ServiceError, SignatureError, UnknownOperation, ValidationError
+from sagequeue.domain.errors import (
+    ServiceError,
+    SignatureError,
+    StartupError,
+    UnknownOperation,
+    ValidationError,
+)
 from sagequeue.domain.ids import new_id
 from sagequeue.frontdoor.errors import WireProtocol, error_response
 from sagequeue.frontdoor.http import Request, RequestTooLarge, Response
@@ -68,7 +74,11 @@ class FrontDoor:
                     for hook in self.on_startup:
                         await hook()
                 except Exception as exc:
-                    log.exception("startup failed")
+                    if isinstance(exc, ServiceError | StartupError):
+                        # A bad declaration or setting: its message says all.
+                        log.error("startup failed: %s", exc)
+                    else:
+                        log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
