@@ -349,3 +349,12 @@ def test_changed_declared_model_replaces_it_and_updates_the_endpoint(
 def test_invalid_declaration_is_refused(control: ControlPlane) -> None:
     with pytest.raises(ValidationException):
         run(control.apply_declarations({"Models": [model("bad_name")]}))
+
+
+def test_invalid_changed_declaration_keeps_the_stored_model(control: ControlPlane) -> None:
+    run(control.apply_declarations({"Models": [model()]}))
+    broken = {"ModelName": "m", "PrimaryContainer": {"Image": 42}}
+    with pytest.raises(ValidationException):
+        run(control.apply_declarations({"Models": [broken]}))
+    described = run(control.call("DescribeModel", {"ModelName": "m"}))
+    assert described["PrimaryContainer"]["Image"] == "sagequeue/python"

@@ -404,6 +404,8 @@ class ControlPlane:
         if existing is not None:
             if _declared_part(existing.doc) == _stored_params(params):
                 return
+            # Check the new declaration before the old resource is dropped for it.
+            raise_if_invalid(_validator(action).validate(params), ValidationException)
             await self._store.delete_resource(kind, name)
         await self.call(action, params)
 
