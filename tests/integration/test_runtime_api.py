@@ -97,6 +97,15 @@ def test_given_inference_id_is_returned(raw_runtime: Any, endpoint: str) -> None
     assert response["InferenceId"] == "my id/1"
 
 
+def test_inference_id_may_start_with_any_non_space_character(
+    raw_runtime: Any, endpoint: str
+) -> None:
+    # The model's pattern is \A\S[\p{Print}]*\z: only the first character may be
+    # non-ASCII.
+    response = invoke(raw_runtime, endpoint, InferenceId="\u2713ok")
+    assert response["InferenceId"] == "\u2713ok"
+
+
 def test_filename_and_extension_shape_the_locations(raw_runtime: Any, endpoint: str) -> None:
     response = invoke(raw_runtime, endpoint, Filename="answer.json", S3OutputPathExtension="day/1")
     assert response["OutputLocation"] == "s3://results/out/day/1/answer.json.out"
@@ -165,6 +174,11 @@ def test_endpoint_not_in_service_is_refused(raw_runtime: Any, sagemaker: Any) ->
         ({"S3OutputPathExtension": "a b"}, "s3OutputPathExtension"),
         ({"Filename": "a.b.c"}, "filename"),
         ({"Filename": "f" * 33}, "filename"),
+        # Non-ASCII header values arrive UTF-8 encoded and signed as such: the rule
+        # decides, not a signature mismatch.
+        ({"InferenceId": "caf\u00e9"}, "inferenceId"),
+        ({"CustomAttributes": "x=\u00e9"}, "customAttributes"),
+        ({"ContentType": "text/\u00e9"}, "contentType"),
     ],
 )
 def test_each_rule_is_enforced_by_the_server(

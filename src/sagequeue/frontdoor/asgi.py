@@ -96,7 +96,9 @@ class FrontDoor:
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             key = name.decode("latin-1")  # ASGI servers give header names lower-cased
-            text = value.decode("latin-1")
+            # Clients send and sign non-ASCII header values as UTF-8; bytes that are not
+            # UTF-8 survive as surrogates, so the signature check sees the bytes as sent.
+            text = value.decode("utf-8", "surrogateescape")
             headers[key] = f"{headers[key]},{text}" if key in headers else text
         raw_path = scope.get("raw_path")
         request = Request(

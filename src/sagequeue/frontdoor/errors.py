@@ -68,6 +68,8 @@ def error_response(
             message = s3_message or message
         else:
             code, status = _JSON_AUTH[exc.failure]
+    # A message may quote a header value holding bytes that are not UTF-8.
+    message = message.encode("utf-8", "replace").decode("utf-8")
     if protocol is WireProtocol.REST_XML:
         return _xml_error(code, status, message, request_id, resource, exc.extra)
     body = msgspec.json.encode({"__type": code, "message": message})

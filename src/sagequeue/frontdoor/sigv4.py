@@ -333,7 +333,7 @@ class SigV4Verifier:
         scope = f"{parts.date}/{parts.region}/{parts.service}/aws4_request"
         string_to_sign = (
             f"{ALGORITHM}\n{parts.amz_date}\n{scope}\n"
-            + hashlib.sha256(canonical_request.encode()).hexdigest()
+            + hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
         )
         key = self._signing_key(parts.access_key, parts.date, parts.region, parts.service)
         expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
