@@ -64,6 +64,8 @@ class Application:
         self.ready = False
         if self.worker is not None:
             await self.worker.stop()
+        if self.doorbell is not None:
+            self.doorbell.close()
         if self.objects is not None:
             await self.objects.close()
         if self.store is not None:
