@@ -178,7 +178,10 @@ def _guess_protocol(request: Request) -> WireProtocol:
 
 
 async def _send(send, response: Response, head_only: bool) -> None:
-    headers = [(k.encode("latin-1"), v.encode("utf-8")) for k, v in response.headers]
+    # Values go back out as the bytes they came in as (see _respond's decoding).
+    headers = [
+        (k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in response.headers
+    ]
     body = response.body
     if isinstance(body, bytes | bytearray | memoryview):
         if not any(k == b"content-length" for k, _ in headers):
