@@ -38,8 +38,8 @@ class Application:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(settings.database_url)
         self.objects = await open_object_store(settings)
-        self.control = ControlPlane(self.store, settings)
         if settings.runs_api:
+            self.control = ControlPlane(self.store, settings)
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
         if settings.runs_worker:

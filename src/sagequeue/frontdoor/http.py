@@ -54,15 +54,18 @@ class Request:
         if self._body_consumed:
             return
         self._body_consumed = True
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionError("client disconnected")
-            chunk = message.get("body", b"")
+        more = True
+        while more:
+            chunk, more = await self._next_chunk()
             if chunk:
                 yield chunk
-            if not message.get("more_body", False):
-                return
+
+    async def _next_chunk(self) -> tuple[bytes, bool]:
+        """One ``http.request`` message: its body bytes, and whether more follow."""
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("client disconnected")
+        return message.get("body", b""), message.get("more_body", False)
 
     async def read_body(self, max_bytes: int) -> bytes:
         """Read the whole body; raises RequestTooLarge past ``max_bytes``."""
@@ -75,16 +78,12 @@ class Request:
         more = not self._body_consumed
         self._body_consumed = True
         while more:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionError("client disconnected")
-            chunk = message.get("body", b"")
+            chunk, more = await self._next_chunk()
             size += len(chunk)
             if size > max_bytes:
                 raise RequestTooLarge(size)
             if chunk:
                 chunks.append(chunk)
-            more = message.get("more_body", False)
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self.body
 
