@@ -130,12 +130,16 @@ def run_server(settings: Settings) -> int:
         return asyncio.run(_run_worker_only(app))
     import uvicorn
 
+    from sagequeue.frontdoor.server import lane_protocol
+
+    front_door = app.frontdoor()
     config = uvicorn.Config(
-        app.frontdoor(),
+        front_door,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=lane_protocol(front_door),
+        ws="none",
         lifespan="on",
         access_log=False,
         # No proxy in front by default; its middleware costs every request.

@@ -18,7 +18,7 @@ from sagequeue.domain.errors import (
 )
 from sagequeue.domain.ids import new_id
 from sagequeue.frontdoor.errors import WireProtocol, error_response
-from sagequeue.frontdoor.http import Request, RequestTooLarge, Response
+from sagequeue.frontdoor.http import Request, RequestTooLarge, Response, decode_headers
 from sagequeue.frontdoor.sigv4 import UNSIGNED_PAYLOAD, SigV4Verifier, parse_authorization
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,20 @@ class FrontDoor:
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         kind = scope["type"]
         if kind == "http":
-            response, head_only = await self._respond(scope, receive)
-            await _send(send, response, head_only)
+            raw_path = scope.get("raw_path")
+            request = Request(
+                method=scope["method"],
+                path=scope["path"],
+                raw_path=raw_path.decode("latin-1").partition("?")[0]
+                if raw_path
+                else scope["path"],
+                query_string=scope["query_string"].decode("latin-1"),
+                headers=decode_headers(scope["headers"]),
+                request_id=new_id(),
+                receive=receive,
+            )
+            response = await self.respond(request)
+            await _send(send, response, request.method == "HEAD")
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -91,32 +103,17 @@ class FrontDoor:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _respond(self, scope: dict[str, Any], receive) -> tuple[Response, bool]:
-        method: str = scope["method"]
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1")  # ASGI servers give header names lower-cased
-            # Clients send and sign non-ASCII header values as UTF-8; bytes that are not
-            # UTF-8 survive as surrogates, so the signature check sees the bytes as sent.
-            text = value.decode("utf-8", "surrogateescape")
-            headers[key] = f"{headers[key]},{text}" if key in headers else text
-        raw_path = scope.get("raw_path")
-        request = Request(
-            method=method,
-            path=scope["path"],
-            raw_path=raw_path.decode("latin-1").partition("?")[0] if raw_path else scope["path"],
-            query_string=scope["query_string"].decode("latin-1"),
-            headers=headers,
-            request_id=new_id(),
-            receive=receive,
-        )
-        head_only = method == "HEAD"
+    async def respond(self, request: Request) -> Response:
+        """Authenticate, route and answer one request; every error becomes its wire
+        response here. Shared by the ASGI entry and the HTTP server's lane."""
+        method = request.method
+        headers = request.headers
         protocol = _guess_protocol(request)
         try:
             if "authorization" not in headers and "X-Amz-" not in request.query_string:
                 ops = self.ops.get(request.path)
                 if ops is not None:
-                    return await ops(request), head_only
+                    return await ops(request)
             if "AWSAccessKeyId=" in request.query_string:
                 # S3 presigned URL in the legacy SigV2 form (boto3's default for S3).
                 from sagequeue.frontdoor.s3 import is_presigned_v2, verify_presigned_v2
@@ -126,7 +123,7 @@ class FrontDoor:
                     request.auth = verify_presigned_v2(
                         self.verifier.secret_key, request, time.time()
                     )
-                    return await self.s3.handle(request), head_only
+                    return await self.s3.handle(request)
             presign_query = request.query if "X-Amz-" in request.query_string else {}
             parts = parse_authorization(headers, presign_query)
             if parts.service == "s3":
@@ -135,7 +132,7 @@ class FrontDoor:
                 request.auth = self.verifier.verify(
                     parts, method, request.raw_path, request.query_string, headers, payload_hash
                 )
-                return await self.s3.handle(request), head_only
+                return await self.s3.handle(request)
             if parts.service != "sagemaker":
                 raise UnknownOperation(
                     f"Service '{parts.service}' is not offered here: this endpoint serves "
@@ -157,15 +154,15 @@ class FrontDoor:
                 headers,
                 hashlib.sha256(body).hexdigest(),
             )
-            return await handler.handle(request), head_only
+            return await handler.handle(request)
         except ServiceError as exc:
             if not isinstance(exc, SignatureError):
                 log.debug("request %s failed: %r", request.request_id, exc)
-            return error_response(exc, protocol, request.request_id, request.path), head_only
+            return error_response(exc, protocol, request.request_id, request.path)
         except ConnectionError:
-            return Response(400), head_only
+            return Response(400)
         except Exception as exc:
-            return error_response(exc, protocol, request.request_id, request.path), head_only
+            return error_response(exc, protocol, request.request_id, request.path)
 
 
 def _guess_protocol(request: Request) -> WireProtocol:

@@ -3,7 +3,7 @@ hot path)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,6 +15,19 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 class RequestTooLarge(Exception):
     pass
+
+
+def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header (name, value) byte pairs as a dict; names must come lower-cased (ASGI
+    servers and the HTTP lane give them so). Repeated headers are joined with ","."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1")
+        # Clients send and sign non-ASCII header values as UTF-8; bytes that are not
+        # UTF-8 survive as surrogates, so the signature check sees the bytes as sent.
+        text = value.decode("utf-8", "surrogateescape")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
 
 
 @dataclass(slots=True)

@@ -336,7 +336,9 @@ class SigV4Verifier:
             + hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
         )
         key = self._signing_key(parts.access_key, parts.date, parts.region, parts.service)
-        expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
+        # hmac.new, not hmac.digest: the one-shot form releases the GIL on every call,
+        # which hands the event loop's GIL to the store's writer thread once per request.
+        expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, parts.signature):
             raise SignatureError(AuthFailure.MISMATCH, _MISMATCH_MESSAGE)
         return AuthContext(
