@@ -18,7 +18,7 @@ from botocore.credentials import Credentials
 from bench.context import CONNECTION_LEVELS, Bench
 from bench.loadgen import InvocationSpec, LoadResult, Target, run_load, sign_invocation
 from bench.report import Row, compare
-from bench.servers import free_port, start_moto, start_python_app
+from bench.servers import BIN, free_port, start_moto, start_python_app
 
 INGEST_SPEC = InvocationSpec("bench-ingest", input_location="s3://bench/input.json")
 
@@ -344,8 +344,15 @@ def sigv4(bench: Bench) -> None:
 
 
 def celery(bench: Bench) -> None:
-    """Celery + Redis reference rows, only where both are installed."""
-    missing = [tool for tool in ("redis-server", "celery") if shutil.which(tool) is None]
+    """Celery + Redis reference rows (bench/celery_ref.py), where both are installed."""
+    missing = ["redis-server"] if shutil.which("redis-server") is None else []
+    if not (BIN / "celery").exists() and shutil.which("celery") is None:
+        missing.append("celery")
+    if not missing:
+        try:
+            import celery as _celery  # noqa: F401 - the worker needs the module too
+        except ImportError:
+            missing = ["celery (the Python package)"]
     if missing:
         bench.add(
             Row.not_run(
@@ -356,10 +363,51 @@ def celery(bench: Bench) -> None:
             )
         )
         return
+    from bench import celery_ref
+
+    try:
+        measured = celery_ref.run(bench.log_dir, quick=bench.quick)
+    except Exception as exc:
+        bench.add(Row.not_run("celery", f"Celery + Redis failed: {exc!r}", name="Celery + Redis"))
+        return
+    bench.cache["celery"] = measured
+    name = measured["name"]
     bench.add(
-        Row.not_run(
+        Row(
             "celery",
-            "Celery + Redis runner not implemented in this bench yet",
-            name="Celery 5.7 + Redis",
+            f"{name}: tasks accepted, 2 client processes",
+            "tasks/s",
+            round(measured["accept_per_s"], 1),
+            reference="issue 5 figure",
+            reference_value=2450,
+            ratio=compare(measured["accept_per_s"], 2450),
+        )
+    )
+    for metric, key, issue_figure in (
+        ("p50 ms", "round_trip_p50_ms", 2.2),
+        ("p99 ms", "round_trip_p99_ms", 3.4),
+    ):
+        bench.add(
+            Row(
+                "celery",
+                f"{name}: no-op task round trip",
+                metric,
+                round(measured[key], 3),
+                reference="issue 5 figure",
+                reference_value=issue_figure,
+                details={"samples": measured["round_trips"]},
+            )
+        )
+    ideal = celery_ref.SLOTS * 1000 / celery_ref.SLEEP_MS
+    bench.add(
+        Row(
+            "celery",
+            f"{name}: {celery_ref.SLEEP_MS} ms task, {celery_ref.SLOTS} worker processes",
+            "tasks/s",
+            round(measured["efficiency_per_s"], 1),
+            reference="ideal",
+            reference_value=ideal,
+            ratio=measured["efficiency_per_s"] / ideal,
+            details={"completed": measured["efficiency_completed"], "plot": False},
         )
     )
