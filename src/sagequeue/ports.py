@@ -109,8 +109,10 @@ class QueueStore(Protocol):
         """Move an InProgress invocation leased by ``owner`` to a final status.
         Returns False (and changes nothing) when the lease is no longer ours."""
 
-    async def release(self, request_id: str, owner: str) -> bool:
-        """Put an InProgress invocation we lease back to Queued (graceful shutdown)."""
+    async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
+        """Put an InProgress invocation we lease back to Queued (graceful shutdown, a
+        crashed instance). ``attempted=False``: no model ever saw it (it was leased
+        ahead of a free slot), so its lease does not count as an attempt."""
 
     async def requeue_lapsed(self, now: float) -> int:
         """Re-queue InProgress invocations whose lease expired; returns how many."""

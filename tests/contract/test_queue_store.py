@@ -312,6 +312,17 @@ async def test_release_puts_the_invocation_back_at_its_place_in_the_queue(store:
     assert releases[0].attempts == 2  # attempts are kept
 
 
+async def test_release_of_an_unattempted_lease_does_not_count_an_attempt(store: Store) -> None:
+    """Leased ahead of a free slot and given back unstarted: its next lease is still its
+    first attempt, so the crash limit counts only what a model actually ran."""
+    (sent,) = await enqueue_all(store, invocation())
+    await store.lease("ep", "w1", 1, LEASE_SECONDS, NOW)
+    assert await store.release(sent.request_id, "w1", attempted=False)
+    (again,) = await store.lease("ep", "w2", 1, LEASE_SECONDS, NOW)
+    assert again.request_id == sent.request_id
+    assert again.attempts == 1
+
+
 async def test_release_by_a_non_owner_is_refused(store: Store) -> None:
     (sent,) = await enqueue_all(store, invocation())
     await store.lease("ep", "w1", 1, LEASE_SECONDS, NOW)

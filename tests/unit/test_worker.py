@@ -311,6 +311,27 @@ async def test_graceful_stop_releases_unfinished_invocations(env) -> None:
     assert current.status is InvocationStatus.QUEUED
 
 
+async def test_graceful_stop_counts_an_attempt_only_for_what_a_model_ran(env) -> None:
+    """One slot: the first request runs, the second is leased ahead and waits. Both go
+    back to the queue on stop; only the first keeps the attempt its lease counted."""
+    await env.create_endpoint("echo", concurrency=1)
+    worker = await env.worker(stop_grace_seconds=0.3)
+    await env.endpoint("echo")
+    running = await env.enqueue("echo", b"x", custom_attributes="sleep_ms=5000")
+    waiting = await env.enqueue("echo", b"y")
+    for _ in range(200):
+        states = [(await env.store.get("echo", i.inference_id)).status for i in (running, waiting)]
+        if states == [InvocationStatus.IN_PROGRESS] * 2:
+            break
+        await asyncio.sleep(0.05)
+    await worker.stop()
+    env.workers.remove(worker)
+    ran = await env.store.get("echo", running.inference_id)
+    leased_ahead = await env.store.get("echo", waiting.inference_id)
+    assert (ran.status, ran.attempts) == (InvocationStatus.QUEUED, 1)
+    assert (leased_ahead.status, leased_ahead.attempts) == (InvocationStatus.QUEUED, 0)
+
+
 async def test_deleted_endpoint_fails_its_queued_requests(env) -> None:
     await env.create_endpoint("echo", concurrency=1)
     await env.worker()

@@ -77,6 +77,8 @@ class _EndpointRunner:
     max_concurrency: int
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     running: dict[str, tuple[Invocation, asyncio.Task[None]]] = field(default_factory=dict)
+    # Request ids of the ``running`` invocations a model instance has been given.
+    started: set[str] = field(default_factory=set)
     # Leased invocations that hold a model slot or wait for one. The others in
     # ``running`` are writing their output: the slot already took its next request.
     holding: int = 0
@@ -179,18 +181,20 @@ class Worker:
         if dispatchers:
             await asyncio.wait(dispatchers, timeout=10)
         running = [
-            (inv, task)
+            (runner, inv, task)
             for runner in self._runners.values()
             for inv, task in runner.running.values()
         ]
         if running:
-            await asyncio.wait([task for _, task in running], timeout=self._stop_grace)
-        for inv, task in running:
+            await asyncio.wait([task for _, _, task in running], timeout=self._stop_grace)
+        for runner, inv, task in running:
             if not task.done():
+                # Only a request a model instance was given counts as an attempt.
+                attempted = inv.request_id in runner.started
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-                await self.queue.release(inv.request_id, self.owner)
+                await self.queue.release(inv.request_id, self.owner, attempted=attempted)
         for runner in list(self._runners.values()):
             await self._close_slots(runner.slots)
         self._runners.clear()
@@ -436,8 +440,9 @@ class Worker:
             slot = runner.pick_slot()
             slot.in_flight += 1
             if self._stopping or runner.retired:  # leased ahead, not started: back to the queue
-                await self.queue.release(inv.request_id, self.owner)
+                await self.queue.release(inv.request_id, self.owner, attempted=False)
                 return
+            runner.started.add(inv.request_id)
             await self._execute(slot.instance, inv, release_slot)
         except asyncio.CancelledError:
             raise
@@ -450,6 +455,7 @@ class Worker:
         finally:
             release_slot()
             runner.running.pop(inv.request_id, None)
+            runner.started.discard(inv.request_id)
             runner.wakeup.set()
 
     async def _execute(

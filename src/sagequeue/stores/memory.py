@@ -106,11 +106,13 @@ class MemoryStore:
         inv.lease_expires_at = None
         return True
 
-    async def release(self, request_id: str, owner: str) -> bool:
+    async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
         inv = self._leased_by(request_id, owner)
         if inv is None:
             return False
         _back_to_queue(inv)
+        if not attempted:
+            inv.attempts -= 1
         return True
 
     async def requeue_lapsed(self, now: float) -> int:

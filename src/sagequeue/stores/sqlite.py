@@ -201,7 +201,8 @@ _FINISH: Final = """
 """
 _RELEASE: Final = """
     UPDATE invocations
-    SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
+    SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL,
+        attempts = attempts - ?
     WHERE request_id = ? AND status = 'InProgress' AND lease_owner = ?
 """
 _REQUEUE_LAPSED: Final = """
@@ -563,8 +564,8 @@ class SqliteStore:
         changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(_FINISH, params).rowcount)
         return changed == 1
 
-    async def release(self, request_id: str, owner: str) -> bool:
-        params = (request_id, owner)
+    async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
+        params = (0 if attempted else 1, request_id, owner)
         changed = await self._submit(
             _LEASE_TX, lambda conn: conn.execute(_RELEASE, params).rowcount
         )
