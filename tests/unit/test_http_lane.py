@@ -160,3 +160,15 @@ async def test_header_value_with_a_line_break_becomes_a_500_and_a_close() -> Non
     assert transport.written.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert b"set-cookie" not in transport.written
     assert transport.closed
+
+
+async def test_stream_failing_midway_closes_the_connection_without_a_second_head() -> None:
+    async def chunks() -> Any:
+        yield b"first"
+        raise OSError("the object store went away")
+
+    front_door = RecordingFrontDoor(Response(200, [("content-length", "10")], chunks()))
+    transport = await exchange(front_door, b"GET /endpoints/x HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert transport.written.count(b"HTTP/1.1 ") == 1
+    assert transport.written.endswith(b"first")
+    assert transport.closed

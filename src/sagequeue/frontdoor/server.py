@@ -164,6 +164,7 @@ class LaneProtocol(HttpToolsProtocol):
 
     async def _answer(self, lane: _LaneCycle, request: Request) -> None:
         transport = self.transport
+        head_sent = False
         try:
             response = await self.front_door.respond(request)
             head_only = lane.method == "HEAD"
@@ -178,13 +179,15 @@ class LaneProtocol(HttpToolsProtocol):
             if streamed:
                 if not lane.disconnected:
                     transport.write(head)
+                head_sent = True
                 await self._stream(lane, body, head_only, chunked)  # type: ignore[arg-type]
             elif not lane.disconnected:
                 transport.write(head if head_only or not body else head + bytes(body))
         except Exception:
             log.exception("request %s failed while answering", request.request_id)
             lane.keep_alive = False
-            if not lane.disconnected and not transport.is_closing():
+            # Past the head, the client can only learn of the failure by the close.
+            if not head_sent and not lane.disconnected and not transport.is_closing():
                 transport.write(_INTERNAL_ERROR)
         lane.response_complete = True
         if not lane.keep_alive:
