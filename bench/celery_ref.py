@@ -169,5 +169,8 @@ def run(log_dir: Path, *, quick: bool) -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":  # a manual run: python -m bench.celery_ref
-    print(run(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/tmp"), quick=True))
+if __name__ == "__main__":  # python -m bench.celery_ref LOG_DIR [--full]: figures as JSON
+    import json
+
+    figures = run(Path(sys.argv[1]), quick="--full" not in sys.argv)
+    print(json.dumps({**figures, "slots": SLOTS, "sleep_ms": SLEEP_MS}))
