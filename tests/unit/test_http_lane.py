@@ -172,3 +172,11 @@ async def test_stream_failing_midway_closes_the_connection_without_a_second_head
     assert transport.written.count(b"HTTP/1.1 ") == 1
     assert transport.written.endswith(b"first")
     assert transport.closed
+
+
+async def test_malformed_request_pipelined_behind_the_lane_gets_400_and_close() -> None:
+    front_door = RecordingFrontDoor(ACCEPTED)
+    transport = await exchange(front_door, INVOKE + b"NOT HTTP AT ALL\r\n\r\n")
+    assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert transport.written.count(b"HTTP/1.1 ") == 1  # the lane's answer had nowhere to go
+    assert transport.closed

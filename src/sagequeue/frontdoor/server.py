@@ -176,12 +176,14 @@ class LaneProtocol(HttpToolsProtocol):
                 None if streamed else len(body),  # type: ignore[arg-type]
                 lane.keep_alive,
             )
+            # The parser may have answered 400 and closed meanwhile (a bad request
+            # pipelined behind this one): then there is no one to answer.
             if streamed:
-                if not lane.disconnected:
+                if not lane.disconnected and not transport.is_closing():
                     transport.write(head)
                 head_sent = True
                 await self._stream(lane, body, head_only, chunked)  # type: ignore[arg-type]
-            elif not lane.disconnected:
+            elif not lane.disconnected and not transport.is_closing():
                 transport.write(head if head_only or not body else head + bytes(body))
         except Exception:
             log.exception("request %s failed while answering", request.request_id)
@@ -203,7 +205,7 @@ class LaneProtocol(HttpToolsProtocol):
             async for chunk in body:
                 if flow.write_paused:
                     await flow.drain()
-                if lane.disconnected:
+                if lane.disconnected or self.transport.is_closing():
                     return
                 if chunk:
                     write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
