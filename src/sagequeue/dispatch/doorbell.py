@@ -38,8 +38,29 @@ class Doorbell:
         self._sock.setblocking(False)
         self._targets: list[str] = []
         self._listed_at = -LISTING_TTL_SECONDS
+        self._pending: set[str] = set()  # rung during this event-loop turn
 
     def ring(self, endpoint_name: str) -> None:
+        """Wake every worker process for this endpoint. Rings made in one turn of the
+        event loop go out together at its end: one datagram per endpoint and worker per
+        turn, however many enqueues the turn's group commit settled (a datagram per
+        request cost the front door 11% of its ingest rate with one worker listening)."""
+        if endpoint_name in self._pending:
+            return
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self._ring_pending)
+            except RuntimeError:  # no event loop here: ring at once
+                self._send(endpoint_name)
+                return
+        self._pending.add(endpoint_name)
+
+    def _ring_pending(self) -> None:
+        pending, self._pending = self._pending, set()
+        for endpoint_name in pending:
+            self._send(endpoint_name)
+
+    def _send(self, endpoint_name: str) -> None:
         now = time.monotonic()
         if now - self._listed_at >= LISTING_TTL_SECONDS:
             self._targets = self._list()
