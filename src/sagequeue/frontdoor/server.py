@@ -217,8 +217,24 @@ class LaneProtocol(HttpToolsProtocol):
                 await aclose()
 
 
-def lane_protocol(front_door: FrontDoor) -> type[LaneProtocol]:
-    """The protocol class to give ``uvicorn.Config(http=...)`` for this front door."""
+# The parts of uvicorn's protocol the lane overrides or calls (uvicorn 0.30 to 0.54).
+_UVICORN_HOOKS = (
+    "on_message_begin",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "on_response_complete",
+)
+
+
+def lane_protocol(front_door: FrontDoor) -> type[LaneProtocol] | str:
+    """What to give ``uvicorn.Config(http=...)`` for this front door: the lane protocol,
+    or plain ``"httptools"`` (everything through ASGI) on a uvicorn whose protocol no
+    longer has the hooks the lane builds on."""
+    missing = [name for name in _UVICORN_HOOKS if not hasattr(HttpToolsProtocol, name)]
+    if missing:
+        log.warning("uvicorn's protocol lacks %s: serving without the HTTP lane", missing)
+        return "httptools"
     return type("FrontDoorProtocol", (LaneProtocol,), {"front_door": front_door})
 
 
