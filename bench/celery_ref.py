@@ -14,7 +14,6 @@ task through a crash, which is what sagequeue must do and still be compared with
 from __future__ import annotations
 
 import multiprocessing
-import os
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,6 @@ def start_worker(redis_url: str, log_dir: Path) -> ChildProcess:
 
 
 def _app(redis_url: str) -> Any:
-    os.environ["BENCH_REDIS_URL"] = redis_url
     from bench import celery_tasks
 
     celery_tasks.app.conf.broker_url = redis_url

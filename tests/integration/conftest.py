@@ -59,3 +59,9 @@ def endpoint(shared_server: Any, sagemaker: Any, container: str) -> str:
         EndpointName="echo", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
     )
     return "echo"
+
+
+@pytest.fixture(scope="module")
+def raw_runtime(shared_server: Any) -> Any:
+    """boto3's runtime client without its own validation: every rule is the server's."""
+    return shared_server.client("sagemaker-runtime", parameter_validation=False)

@@ -62,8 +62,7 @@ def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str
 
 
 def connect(server: Any) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    return sock
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 
 
 def is_closed_by_server(sock: socket.socket) -> bool:
@@ -145,22 +144,17 @@ def test_error_answers_in_the_lane_keep_the_connection(shared_server: Any, endpo
 
 
 def test_body_too_large_for_the_lane_still_gets_the_aws_error(
-    raw_runtime_client: Any, endpoint: str
+    raw_runtime: Any, endpoint: str
 ) -> None:
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError) as caught:
-        raw_runtime_client.invoke_endpoint_async(
+        raw_runtime.invoke_endpoint_async(
             EndpointName=endpoint, Body=b"x" * (2 * 1024 * 1024), ContentType="text/plain"
         )
     error = caught.value.response["Error"]
     assert error["Code"] == "ValidationError"
     assert "128000" in error["Message"]
-
-
-@pytest.fixture(scope="module")
-def raw_runtime_client(shared_server: Any) -> Any:
-    return shared_server.client("sagemaker-runtime", parameter_validation=False)
 
 
 def test_s3_bucket_named_endpoints_works_through_the_lane(s3: Any) -> None:

@@ -14,11 +14,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 
-@pytest.fixture(scope="module")
-def raw_runtime(shared_server: Any) -> Any:
-    return shared_server.client("sagemaker-runtime", parameter_validation=False)
-
-
 def invoke(raw_runtime: Any, endpoint: str, **members: Any) -> dict[str, Any]:
     members.setdefault("InputLocation", "s3://inputs/x.json")
     return raw_runtime.invoke_endpoint_async(EndpointName=endpoint, **members)

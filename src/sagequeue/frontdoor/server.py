@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote
 
@@ -37,25 +38,8 @@ MAX_LANE_BODY = 1024 * 1024
 
 # Header values must not smuggle a line break into the response head.
 _UNSAFE_HEADER_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
-_REASONS = {
-    200: "OK",
-    202: "Accepted",
-    204: "No Content",
-    206: "Partial Content",
-    304: "Not Modified",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    412: "Precondition Failed",
-    413: "Payload Too Large",
-    416: "Range Not Satisfiable",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
+# The phrases uvicorn's own path writes, so both paths answer alike.
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 _INTERNAL_ERROR = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
@@ -265,7 +249,7 @@ def _response_head(
     """The status line and headers; and whether the body must be sent chunked (a
     stream whose handler did not declare its length)."""
     status = response.status
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"]
+    lines = []
     values = []
     has_length = False
     for name, value in response.headers:
@@ -287,8 +271,7 @@ def _response_head(
     if not keep_alive:
         lines.append("connection: close\r\n")
     lines.append("\r\n")
-    # Values go back out as the bytes they came in as (see decode_headers).
-    head = "".join(lines).encode("utf-8", "surrogateescape")
+    status_line = f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n".encode()
     defaults = b"".join(b"%s: %s\r\n" % pair for pair in default_headers)
-    cut = head.index(b"\r\n") + 2
-    return head[:cut] + defaults + head[cut:], chunked
+    # Values go back out as the bytes they came in as (see decode_headers).
+    return status_line + defaults + "".join(lines).encode("utf-8", "surrogateescape"), chunked
