@@ -27,6 +27,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "moto": references.moto,
     "celery": references.celery,
     "ingest": scenarios.ingest,
+    "limits": scenarios.ingest_limits,
     "dispatch": scenarios.dispatch,
     "efficiency": scenarios.efficiency,
     "large": scenarios.large,

@@ -110,6 +110,90 @@ def ingest(bench: Bench) -> None:
             )
 
 
+# ------------------------------------------------------------------------------ limits
+def ingest_limits(bench: Bench) -> None:
+    """What bounds ingest, measured beside it: the front door with the durable commit
+    taken out (enqueue into memory), and the durable store with HTTP taken out
+    (``SqliteStore.enqueue`` called by 1, 8 and 64 concurrent coroutines). The ingest
+    target (0.5x the bare app) is within reach at a connection count only if both
+    limits there are above it."""
+    if "bare" not in bench.cache:
+        references.bare(bench)
+    bare = bench.cache["bare"]
+    data_dir, config = prepared_data_dir(bench.work_dir / "limits", [EndpointSpec("bench-ingest")])
+    with Sagequeue(data_dir, config, role="api", module="bench.nostore").start() as api:
+        target = _target(api)
+        for connections in CONNECTION_LEVELS:
+            result = run_load(
+                target,
+                references.INGEST_SPEC,
+                connections=connections,
+                max_requests=bench.scale(200_000, 10_000),
+                max_seconds=bench.scale(5.0, 1.0),
+            )
+            row = references.load_row(
+                "limits", f"front door, enqueue into memory, {connections} conn", result
+            )
+            bare_rps = bare[connections].requests_per_second
+            row.reference, row.reference_value = f"bare ASGI app, {connections} conn", bare_rps
+            row.ratio = compare(row.value, bare_rps)
+            bench.add(row)
+    for callers in CONNECTION_LEVELS:
+        database = bench.work_dir / f"limits-store-{callers}" / "sagequeue.db"
+        database.parent.mkdir(parents=True, exist_ok=True)
+        seconds, limit = bench.scale(3.0, 0.5), bench.scale(100_000, 5000)
+        rate = asyncio.run(_store_enqueue_rate(database, callers, seconds, limit))
+        needed = 0.5 * bare[callers].requests_per_second
+        bench.add(
+            Row(
+                "limits",
+                f"SqliteStore.enqueue alone, {callers} concurrent callers",
+                "enqueues/s",
+                round(rate, 1),
+                reference=f"the ingest target at {callers} conn (0.5x bare)",
+                reference_value=round(needed, 1),
+                ratio=compare(rate, needed),
+                details={"plot": False},
+            )
+        )
+
+
+async def _store_enqueue_rate(database: Path, callers: int, seconds: float, limit: int) -> float:
+    """Durable enqueues/s through the store's own API (group commit included)."""
+    from sagequeue.domain.ids import new_id
+    from sagequeue.ports import Invocation
+    from sagequeue.stores.sqlite import SqliteStore
+
+    store = SqliteStore(database)
+    await store.open()
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while done < limit and time.perf_counter() < deadline:
+            request_id = new_id()
+            await store.enqueue(
+                Invocation(
+                    request_id=request_id,
+                    inference_id=request_id,
+                    endpoint_name="bench-ingest",
+                    output_location=f"s3://{BENCH_BUCKET}/output/{request_id}.out",
+                    failure_location=f"s3://{BENCH_BUCKET}/output/{request_id}-error.out",
+                    input_location=references.INGEST_SPEC.input_location,
+                    content_type="application/json",
+                )
+            )
+            done += 1
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        return done / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
 # ------------------------------------------------------------------------------ dispatch
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")

@@ -222,6 +222,7 @@ class Sagequeue:
     role: str = "all"
     port: int = field(default_factory=free_port)
     child: ChildProcess | None = None
+    module: str = "sagequeue"  # bench.nostore: the same server without durable enqueue
 
     @property
     def url(self) -> str:
@@ -231,7 +232,7 @@ class Sagequeue:
         argv = [
             sys.executable,
             "-m",
-            "sagequeue",
+            self.module,
             "serve",
             "--data-dir",
             str(self.data_dir),

@@ -1,5 +1,6 @@
-"""Smoke run of the benchmark harness: the SigV4 microbench and the load generator
-against the bare ASGI app, in quick mode. Checks the shape of what it writes (no timing
+"""Smoke run of the benchmark harness: the SigV4 microbench, the load generator
+against the bare ASGI app, and the ingest limits (front door without durable enqueue,
+store without HTTP), in quick mode. Checks the shape of what it writes (no timing
 assertions: figures depend on the machine)."""
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
             "bench",
             "--quick",
             "--only",
-            "sigv4,bare",
+            "sigv4,bare,limits",
             "--out",
             str(out),
             "--name",
@@ -45,13 +46,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
         ],
         cwd=REPO,
         check=True,
-        timeout=110,
+        timeout=170,
         capture_output=True,
     )
     return json.loads((out / "smoke.json").read_text()), out
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_quick_run_writes_json_with_one_row_per_figure(quick_run: tuple[dict, Path]) -> None:
     results, _ = quick_run
     assert results["quick"] is True
@@ -78,6 +79,43 @@ def test_sigv4_rows_compare_the_verifier_with_botocore(quick_run: tuple[dict, Pa
     botocore_row = sigv4["botocore canonicalisation path"]
     assert lean["reference_value"] == botocore_row["value"]
     assert lean["ratio"] == pytest.approx(lean["value"] / botocore_row["value"], rel=0.01)
+
+
+def test_limits_measure_the_front_door_without_durable_enqueue_beside_the_bare_app(
+    quick_run: tuple[dict, Path],
+) -> None:
+    results, _ = quick_run
+    bare = {
+        row["details"]["connections"]: row["value"]
+        for row in results["rows"]
+        if row["scenario"] == "bare"
+    }
+    front_door = [
+        row
+        for row in results["rows"]
+        if row["scenario"] == "limits" and row["name"].startswith("front door")
+    ]
+    assert [row["details"]["connections"] for row in front_door] == [1, 8, 64]
+    for row in front_door:
+        assert row["details"]["errors"] == 0
+        assert set(row["details"]["statuses"]) == {"202"}
+        assert row["reference_value"] == bare[row["details"]["connections"]]
+
+
+def test_limits_measure_the_store_alone_against_the_ingest_target(
+    quick_run: tuple[dict, Path],
+) -> None:
+    results, _ = quick_run
+    bare = [row["value"] for row in results["rows"] if row["scenario"] == "bare"]
+    store = [
+        row
+        for row in results["rows"]
+        if row["scenario"] == "limits" and row["name"].startswith("SqliteStore.enqueue")
+    ]
+    assert len(store) == 3
+    for row, bare_rps in zip(store, bare, strict=True):
+        assert row["value"] > 0
+        assert row["reference_value"] == pytest.approx(0.5 * bare_rps, abs=0.1)
 
 
 def test_quick_run_writes_markdown_table_and_plots(quick_run: tuple[dict, Path]) -> None:
