@@ -1,13 +1,17 @@
-"""Local-disk object store safety: opaque keys, atomic writes, crash leftovers."""
+"""Local-disk object store safety: opaque keys, atomic writes, crash leftovers; and its
+kernel-side copies (CompleteMultipartUpload, CopyObject) falling back to a buffer."""
 
 from __future__ import annotations
 
+import errno
+import os
 import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from sagequeue.domain.errors import S3Error
 from sagequeue.stores.objects_local import LocalObjectStore
 
 pytestmark = pytest.mark.anyio
@@ -145,3 +149,62 @@ async def test_objects_survive_reopening_the_store(tmp_path: Path) -> None:
         assert await read(again, "k") == b"kept"
     finally:
         await again.close()
+
+
+def _refuse_kernel_copy(monkeypatch: pytest.MonkeyPatch, error: int) -> list[int]:
+    """copy_file_range that copies 1,000 bytes once, then fails with ``error``: a refusal
+    means the copy goes on through a buffer from where the kernel stopped."""
+    real = os.copy_file_range
+    calls: list[int] = []
+
+    def copy_file_range(source: int, target: int, count: int) -> int:
+        calls.append(count)
+        if len(calls) == 1:
+            return real(source, target, 1000)
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "copy_file_range", copy_file_range)
+    return calls
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="Linux only")
+async def test_multipart_completes_through_a_buffer_when_the_kernel_stops_copying(
+    local: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = os.urandom(5 * 1024 * 1024), os.urandom(3000)
+    upload = await local.create_multipart_upload("bucket", "big")
+    p1 = await local.upload_part("bucket", "big", upload.upload_id, 1, body(first))
+    p2 = await local.upload_part("bucket", "big", upload.upload_id, 2, body(second))
+    calls = _refuse_kernel_copy(monkeypatch, errno.EXDEV)
+    await local.complete_multipart_upload(
+        "bucket", "big", upload.upload_id, [(1, p1.etag), (2, p2.etag)]
+    )
+    assert calls, "the kernel copy was not tried"
+    assert await read(local, "big") == first + second
+
+
+async def test_copy_object_copies_through_a_buffer_without_copy_file_range(
+    local: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    await local.put_object("bucket", "src", body(data))
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    await local.copy_object("bucket", "src", "bucket", "dst")
+    assert await read(local, "dst") == data
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="Linux only")
+async def test_a_kernel_copy_failure_other_than_refusal_fails_the_completion(
+    local: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload = await local.create_multipart_upload("bucket", "big")
+    part = await local.upload_part("bucket", "big", upload.upload_id, 1, body(b"x" * 100))
+    _refuse_kernel_copy(monkeypatch, errno.EIO)
+    with pytest.raises(OSError):
+        await local.complete_multipart_upload("bucket", "big", upload.upload_id, [(1, part.etag)])
+    monkeypatch.undo()
+    tmp_files = list((local.root / "tmp").iterdir())
+    assert tmp_files == [], "the half-written object was left behind"
+    with pytest.raises(S3Error) as raised:
+        await read(local, "big")
+    assert raised.value.code == "NoSuchKey"
