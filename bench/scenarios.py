@@ -114,7 +114,7 @@ def ingest(bench: Bench) -> None:
 # ------------------------------------------------------------------------------ limits
 def ingest_limits(bench: Bench) -> None:
     """What bounds ingest, measured beside it: the front door with the durable commit
-    taken out (enqueue into memory), and the durable store with HTTP taken out
+    taken out (enqueue discards), and the durable store with HTTP taken out
     (``SqliteStore.enqueue`` called by 1, 8 and 64 concurrent coroutines). The ingest
     target (0.5x the bare app) is within reach at a connection count only if both
     limits there are above it."""
@@ -134,7 +134,7 @@ def ingest_limits(bench: Bench) -> None:
                 max_seconds=bench.scale(5.0, 1.0),
             )
             row = references.load_row(
-                "limits", f"front door, enqueue into memory, {connections} conn", result
+                "limits", f"front door, enqueue discarded, {connections} conn", result
             )
             bare_rps = bare[connections].requests_per_second
             row.reference, row.reference_value = f"bare ASGI app, {connections} conn", bare_rps

@@ -98,9 +98,9 @@ _KERNEL_COPY_CHUNK = 64 * 1024 * 1024
 def _copy_file(source_fd: int, target_fd: int) -> None:
     """Copy the rest of ``source_fd`` to ``target_fd`` from their current offsets. The
     kernel copies where it can (``copy_file_range``): completing a 512 MiB multipart
-    upload took 1.5 s (1.2 s of CPU) through a user-space buffer and takes 0.5 s (0.2 s
-    of CPU) so. Elsewhere (another OS, file system, or a kernel that refuses) it goes
-    through a buffer, from wherever the kernel stopped."""
+    upload, measured on its own, took 1.5 s (1.2 s of CPU) through a user-space buffer
+    and 0.5 s (0.2 s of CPU) in the kernel. Elsewhere (another OS, file system, or a
+    kernel that refuses) it goes through a buffer, from wherever the kernel stopped."""
     copy_file_range = getattr(os, "copy_file_range", None)
     if copy_file_range is not None:
         try:
