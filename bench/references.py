@@ -48,20 +48,27 @@ def ceiling(bench: Bench) -> None:
 def bare(bench: Bench) -> None:
     """A bare ASGI app on uvicorn (uvloop + httptools, 1 worker) answering 202."""
     port = free_port()
-    results: dict[int, LoadResult] = {}
     with start_python_app("bench.bareapp", port, bench.log_dir):
-        for connections in CONNECTION_LEVELS:
-            results[connections] = run_load(
-                Target(port),
-                INGEST_SPEC,
-                connections=connections,
-                max_requests=bench.scale(300_000, 20_000),
-                max_seconds=bench.scale(5.0, 1.0),
-            )
-            bench.add(
-                load_row("bare", f"bare ASGI 202 app, {connections} conn", results[connections])
-            )
-    bench.cache["bare"] = results
+        bench.cache["bare"] = _at_each_level(
+            bench, "bare", "bare ASGI 202 app", port, bench.scale(300_000, 20_000)
+        )
+
+
+def _at_each_level(
+    bench: Bench, scenario: str, label: str, port: int, max_requests: int
+) -> dict[int, LoadResult]:
+    """Load a reference server at each connection level, a row per level."""
+    results: dict[int, LoadResult] = {}
+    for connections in CONNECTION_LEVELS:
+        results[connections] = run_load(
+            Target(port),
+            INGEST_SPEC,
+            connections=connections,
+            max_requests=max_requests,
+            max_seconds=bench.scale(5.0, 1.0),
+        )
+        bench.add(load_row(scenario, f"{label}, {connections} conn", results[connections]))
+    return results
 
 
 def asgi_servers(bench: Bench) -> None:
@@ -92,18 +99,10 @@ def asgi_servers(bench: Bench) -> None:
 def moto(bench: Bench) -> None:
     """moto's server answering InvokeEndpointAsync with canned results."""
     port = free_port()
-    results: dict[int, LoadResult] = {}
     with start_moto(port, bench.log_dir):
-        for connections in CONNECTION_LEVELS:
-            results[connections] = run_load(
-                Target(port),
-                INGEST_SPEC,
-                connections=connections,
-                max_requests=bench.scale(6_000, 600),
-                max_seconds=bench.scale(5.0, 1.0),
-            )
-            bench.add(load_row("moto", f"moto_server, {connections} conn", results[connections]))
-    bench.cache["moto"] = results
+        bench.cache["moto"] = _at_each_level(
+            bench, "moto", "moto_server", port, bench.scale(6_000, 600)
+        )
 
 
 # -------------------------------------------------------------------------- SQLite WAL

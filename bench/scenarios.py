@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +21,7 @@ from bench import references
 from bench.context import CONNECTION_LEVELS, Bench
 from bench.loadgen import (
     InvocationSpec,
+    LoadResult,
     Target,
     percentiles_ms,
     presign_get,
@@ -67,18 +68,12 @@ def ingest(bench: Bench) -> None:
     if "moto" not in bench.cache:
         references.moto(bench)
     data_dir, config = prepared_data_dir(bench.work_dir / "ingest", [EndpointSpec("bench-ingest")])
-    spec = references.INGEST_SPEC
     with Sagequeue(data_dir, config, role="api").start() as api:
         target = _target(api)
         for connections in CONNECTION_LEVELS:
             profiler = bench.profiler(api.pid, f"ingest-api-{connections}conn")
-            result = run_load(
-                target,
-                spec,
-                connections=connections,
-                max_requests=bench.scale(200_000, 10_000),
-                max_seconds=bench.scale(5.0, 1.0),
-                on_start=profiler.schedule if profiler else None,
+            result = _ingest_load(
+                bench, target, connections, on_start=profiler.schedule if profiler else None
             )
             name = f"sagequeue --role api, {connections} conn"
             row = references.load_row("ingest", name, result)
@@ -86,10 +81,8 @@ def ingest(bench: Bench) -> None:
                 row.details["profile"] = profiler.write_text(
                     profiler.out.with_suffix(".txt"), f"py-spy: {name}"
                 )
-            bare_rps = bench.cache["bare"][connections].requests_per_second
             moto_rps = bench.cache["moto"][connections].requests_per_second
-            row.reference, row.reference_value = f"bare ASGI app, {connections} conn", bare_rps
-            row.ratio = compare(row.value, bare_rps)
+            _beside_bare(bench, row, connections)
             row.target = "≥ 0.5x bare app"
             row.met = row.ratio is not None and row.ratio >= 0.5 and result.errors == 0
             bench.add(row)
@@ -111,6 +104,30 @@ def ingest(bench: Bench) -> None:
             )
 
 
+def _ingest_load(
+    bench: Bench,
+    target: Target,
+    connections: int,
+    on_start: Callable[[float, float], None] | None = None,
+) -> LoadResult:
+    """The ingest rows' load; the limits rows use the same, so the two compare."""
+    return run_load(
+        target,
+        references.INGEST_SPEC,
+        connections=connections,
+        max_requests=bench.scale(200_000, 10_000),
+        max_seconds=bench.scale(5.0, 1.0),
+        on_start=on_start,
+    )
+
+
+def _beside_bare(bench: Bench, row: Row, connections: int) -> None:
+    """Compare a row with the bare app at the same connection count, this run."""
+    bare_rps = bench.cache["bare"][connections].requests_per_second
+    row.reference, row.reference_value = f"bare ASGI app, {connections} conn", bare_rps
+    row.ratio = compare(row.value, bare_rps)
+
+
 # ------------------------------------------------------------------------------ limits
 def ingest_limits(bench: Bench) -> None:
     """What bounds ingest, measured beside it: the front door with the durable commit
@@ -126,19 +143,12 @@ def ingest_limits(bench: Bench) -> None:
     with Sagequeue(data_dir, config, role="api", module="bench.nostore").start() as api:
         target = _target(api)
         for connections in CONNECTION_LEVELS:
-            result = run_load(
-                target,
-                references.INGEST_SPEC,
-                connections=connections,
-                max_requests=bench.scale(200_000, 10_000),
-                max_seconds=bench.scale(5.0, 1.0),
-            )
             row = references.load_row(
-                "limits", f"front door, enqueue discarded, {connections} conn", result
+                "limits",
+                f"front door, enqueue discarded, {connections} conn",
+                _ingest_load(bench, target, connections),
             )
-            bare_rps = bare[connections].requests_per_second
-            row.reference, row.reference_value = f"bare ASGI app, {connections} conn", bare_rps
-            row.ratio = compare(row.value, bare_rps)
+            _beside_bare(bench, row, connections)
             front_door.append(row)
     # The rows mean something only if nothing was committed.
     connection = sqlite3.connect(data_dir / "sagequeue.db")
