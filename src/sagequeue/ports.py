@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +59,8 @@ class Invocation:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     seq: int | None = None  # FIFO order assigned by the store
+    # The production variant that serves it, chosen by weight when it is accepted.
+    variant_name: str = ""
 
     @property
     def expires_at(self) -> float:
@@ -84,10 +86,13 @@ class QueueStore(Protocol):
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        variant_name: str | None = None,
     ) -> list[Invocation]:
-        """Take up to ``limit`` Queued invocations of an endpoint, oldest first (FIFO),
-        marking them InProgress with ``lease_owner=owner`` until ``now+lease_seconds``.
-        Increments ``attempts`` and sets ``started_at``."""
+        """Take up to ``limit`` Queued invocations of an endpoint (of one variant, or of
+        any when ``variant_name`` is None), oldest first (FIFO), marking them InProgress
+        with ``lease_owner=owner`` until ``now+lease_seconds``. Increments ``attempts``
+        and sets ``started_at``."""
 
     async def lease_overdue(
         self, owner: str, limit: int, lease_seconds: float, now: float
@@ -122,6 +127,103 @@ class QueueStore(Protocol):
 
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         """How many invocations are in each status (for metrics / status UI)."""
+
+    async def purge_finished(self, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` Completed / Failed / Expired invocations that finished
+        before ``finished_before`` (retention); returns how many. Short transactions, so
+        a purge never holds up enqueue or lease for long."""
+
+
+# ======================================================================================
+# Fleet store: workers, the model instances placed on them, singleton leases
+# ======================================================================================
+
+
+class InstanceState(enum.StrEnum):
+    STARTING = "Starting"  # claimed; the owning worker is starting the model process
+    RUNNING = "Running"  # serving
+    FAILED = "Failed"  # could not start (``detail`` says why); kept until the generation goes
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """One ``--role worker`` (or ``all``) process, registered with a heartbeat."""
+
+    worker_id: str  # unique per registration; also the lease owner of its invocations
+    host: str
+    pid: int
+    max_instances: int
+    # Lower-cased endpoint names it serves; empty = every endpoint.
+    endpoints: tuple[str, ...] = ()
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    heartbeat_expires_at: float = 0.0  # gone (and reaped) once this passes
+
+
+@dataclass(slots=True)
+class InstanceClaim:
+    """One desired model instance of an endpoint variant's deployment generation,
+    owned by the worker that runs it. (endpoint, variant, generation, slot) is unique:
+    at most one worker ever owns an instance."""
+
+    endpoint_name: str  # lower-cased
+    variant_name: str
+    generation: int
+    slot: int  # 0 .. desired count - 1
+    worker_id: str
+    state: InstanceState = InstanceState.STARTING
+    claimed_at: float = 0.0
+    updated_at: float = 0.0
+    detail: str | None = None  # why it failed
+
+
+class FleetStore(Protocol):
+    """Fleet-wide state that no process keeps in memory alone (DESIGN.md, "A fleet")."""
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        """Insert the worker's row (a new ``worker_id`` for every registration)."""
+
+    async def heartbeat(self, worker_id: str, now: float, expires_at: float) -> bool:
+        """Extend the worker's registration. False when its row is gone (it was reaped
+        as dead): the worker must drop its instances and register anew."""
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """A graceful stop: delete the worker and its instance claims."""
+
+    async def reap_workers(self, now: float) -> list[str]:
+        """In one transaction: delete workers whose heartbeat expired before ``now``,
+        their instance claims, and put the invocations they lease back to Queued
+        (attempts kept). Returns the reaped worker ids."""
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every registered worker, oldest first."""
+
+    async def claim_instance(self, claim: InstanceClaim) -> bool:
+        """Record ``claim`` unless that instance is already claimed; exactly one of
+        concurrent claimants gets True."""
+
+    async def set_instance_state(
+        self,
+        claim: InstanceClaim,
+        state: InstanceState,
+        detail: str | None,
+        now: float,
+    ) -> bool:
+        """Change the state of an instance ``claim.worker_id`` owns; False when it no
+        longer owns it."""
+
+    async def release_instance(self, claim: InstanceClaim) -> bool:
+        """Delete an instance claim ``claim.worker_id`` owns."""
+
+    async def list_instances(self, endpoint_name: str | None = None) -> list[InstanceClaim]:
+        """Instance claims of one endpoint (lower-cased name) or of all."""
+
+    async def acquire_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        """Take or extend the singleton lease ``name``: True when it was free, lapsed,
+        or already ``holder``'s (now held until ``expires_at``)."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the singleton lease up if ``holder`` holds it."""
 
 
 # ======================================================================================
@@ -160,6 +262,26 @@ class MetadataStore(Protocol):
         bumps the version. Returns False on a concurrent change."""
 
     async def delete_resource(self, kind: ResourceKind, name: str) -> bool: ...
+
+
+# ======================================================================================
+# Wake-ups: "an endpoint has new work", across processes
+# ======================================================================================
+
+
+class WakeupChannel(Protocol):
+    """Rings the dispatchers of every worker process that can see the store (all hosts
+    on PostgreSQL, this host's processes on SQLite). Lost rings are harmless: workers
+    also poll, slowly."""
+
+    def ring(self, endpoint_name: str) -> None:
+        """Called after an enqueue committed. Cheap and never blocks (a no-op where the
+        store itself notifies in the enqueue's commit)."""
+
+    async def listen(self, on_ring: Callable[[str], None]) -> None:
+        """Start calling ``on_ring(endpoint_name)`` on this event loop for every ring."""
+
+    async def close(self) -> None: ...
 
 
 # ======================================================================================

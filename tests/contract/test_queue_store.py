@@ -387,6 +387,78 @@ async def test_count_by_status_counts_every_status_overall_and_per_endpoint(stor
 
 
 # -------------------------------------------------------------------------- durability
+async def test_lease_of_a_variant_takes_only_that_variants_invocations(store: Store) -> None:
+    a1, b1, a2 = await enqueue_all(
+        store,
+        invocation(variant_name="A"),
+        invocation(variant_name="B"),
+        invocation(variant_name="A"),
+    )
+    leased = await store.lease("ep", "w1", 10, LEASE_SECONDS, NOW, variant_name="A")
+    assert [inv.request_id for inv in leased] == [a1.request_id, a2.request_id]
+    assert [inv.variant_name for inv in leased] == ["A", "A"]
+    (only_b,) = await store.lease("ep", "w1", 10, LEASE_SECONDS, NOW, variant_name="B")
+    assert only_b.request_id == b1.request_id
+
+
+async def test_lease_without_a_variant_takes_every_variant_in_fifo_order(store: Store) -> None:
+    sent = await enqueue_all(
+        store, invocation(variant_name="A"), invocation(variant_name="B"), invocation()
+    )
+    leased = await store.lease("ep", "w1", 10, LEASE_SECONDS, NOW)
+    assert [inv.request_id for inv in leased] == [inv.request_id for inv in sent]
+
+
+async def test_variant_reads_back_with_the_invocation(store: Store) -> None:
+    await enqueue_all(store, invocation(inference_id="v", variant_name="Blue"))
+    got = await store.get("ep", "v")
+    assert got is not None and got.variant_name == "Blue"
+
+
+# ------------------------------------------------------------------------- retention
+
+
+async def finished(store: Store, at: float, status: str = "Completed") -> Invocation:
+    (inv,) = await enqueue_all(store, invocation())
+    await store.lease("ep", "w1", 1, LEASE_SECONDS, NOW)
+    assert await store.finish(inv.request_id, "w1", InvocationStatus(status), None, at)
+    return inv
+
+
+async def test_purge_deletes_invocations_finished_before_the_cutoff(store: Store) -> None:
+    old = [
+        await finished(store, NOW + n, status)
+        for n, status in enumerate(("Completed", "Failed", "Expired"))
+    ]
+    young = await finished(store, NOW + 100)
+    assert await store.purge_finished(NOW + 50, 100) == 3
+    for inv in old:
+        assert await store.get("ep", inv.inference_id) is None
+    assert await store.get("ep", young.inference_id) is not None
+
+
+async def test_purge_removes_at_most_the_limit_oldest_first(store: Store) -> None:
+    first, second, third = [await finished(store, NOW + n) for n in range(3)]
+    assert await store.purge_finished(NOW + 50, 2) == 2
+    assert await store.get("ep", first.inference_id) is None
+    assert await store.get("ep", second.inference_id) is None
+    assert await store.get("ep", third.inference_id) is not None
+
+
+async def test_purge_never_deletes_queued_or_running_invocations(store: Store) -> None:
+    queued, running = await enqueue_all(store, invocation(), invocation())
+    await store.lease("ep", "w1", 1, LEASE_SECONDS, NOW)
+    assert await store.purge_finished(NOW + 10**9, 100) == 0
+    assert await store.get("ep", queued.inference_id) is not None
+    assert await store.get("ep", running.inference_id) is not None
+
+
+async def test_purged_invocations_leave_the_status_counts(store: Store) -> None:
+    await finished(store, NOW)
+    await store.purge_finished(NOW + 1, 100)
+    assert (await store.count_by_status("ep"))["Completed"] == 0
+
+
 async def test_queued_invocations_survive_close_and_reopen(durable_backend: Backend) -> None:
     store = await durable_backend.open()
     sent = await enqueue_all(store, invocation(), invocation())
@@ -526,7 +598,15 @@ async def test_sqlite_queue_queries_search_indices_instead_of_scanning(
 
     await durable_backend.open()  # creates the schema
     conn = sqlite3.connect(tmp_path / "sagequeue.db")
-    queries = ["_LEASE", "_LEASE_OVERDUE", "_GET", "_REQUEUE_LAPSED", "_FINISH", "_RELEASE"]
+    queries = [
+        "_LEASE",
+        "_LEASE_OVERDUE",
+        "_GET",
+        "_REQUEUE_LAPSED",
+        "_FINISH",
+        "_RELEASE",
+        "_PURGE_FINISHED",
+    ]
     for name in queries:
         sql = getattr(sqlite_store, name)
         plan = conn.execute("EXPLAIN QUERY PLAN " + sql, [None] * sql.count("?")).fetchall()

@@ -14,20 +14,33 @@ from collections.abc import Sequence
 import msgspec
 
 from sagequeue.domain.errors import InternalFailure
-from sagequeue.ports import Invocation, InvocationStatus, Resource, ResourceKind
+from sagequeue.ports import (
+    InstanceClaim,
+    InstanceState,
+    Invocation,
+    InvocationStatus,
+    Resource,
+    ResourceKind,
+    WorkerRecord,
+)
 
 _QUEUED = InvocationStatus.QUEUED
 _IN_PROGRESS = InvocationStatus.IN_PROGRESS
+_InstanceKey = tuple[str, str, int, int]
 
 
 class MemoryStore:
-    """Implements ``QueueStore`` and ``MetadataStore`` from ``sagequeue.ports``."""
+    """Implements ``QueueStore``, ``MetadataStore`` and ``FleetStore`` from
+    ``sagequeue.ports``."""
 
     def __init__(self) -> None:
         self._invocations: dict[str, Invocation] = {}  # by request_id, in seq order
         self._next_seq = 1
         # (kind, name.lower()) -> stored resource (doc kept JSON-encoded, like the DB)
         self._resources: dict[tuple[ResourceKind, str], tuple[Resource, bytes]] = {}
+        self._workers: dict[str, WorkerRecord] = {}
+        self._instances: dict[_InstanceKey, InstanceClaim] = {}
+        self._singletons: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
 
     async def open(self) -> None:
         """Nothing to open; present so the fake can stand in for SqliteStore."""
@@ -62,11 +75,15 @@ class MemoryStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        variant_name: str | None = None,
     ) -> list[Invocation]:
         chosen = [
             inv
             for inv in self._invocations.values()
-            if inv.status is _QUEUED and inv.endpoint_name == endpoint_name
+            if inv.status is _QUEUED
+            and inv.endpoint_name == endpoint_name
+            and (variant_name is None or inv.variant_name == variant_name)
         ][: max(limit, 0)]
         return [self._take(inv, owner, lease_seconds, now) for inv in chosen]
 
@@ -141,6 +158,19 @@ class MemoryStore:
                 counts[inv.status.value] += 1
         return counts
 
+    async def purge_finished(self, finished_before: float, limit: int) -> int:
+        old = [
+            inv
+            for inv in self._invocations.values()
+            if inv.status.is_final
+            and inv.finished_at is not None
+            and inv.finished_at < finished_before
+        ]
+        old.sort(key=lambda inv: inv.finished_at or 0.0)
+        for inv in old[: max(limit, 0)]:
+            del self._invocations[inv.request_id]
+        return min(len(old), max(limit, 0))
+
     def _take(self, inv: Invocation, owner: str, lease_seconds: float, now: float) -> Invocation:
         inv.status = _IN_PROGRESS
         inv.lease_owner = owner
@@ -154,6 +184,88 @@ class MemoryStore:
         if inv is None or inv.status is not _IN_PROGRESS or inv.lease_owner != owner:
             return None
         return inv
+
+    # ---------------------------------------------------------------- FleetStore
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        if worker.worker_id in self._workers:
+            raise InternalFailure(f"duplicate worker id {worker.worker_id}")
+        self._workers[worker.worker_id] = dataclasses.replace(worker)
+
+    async def heartbeat(self, worker_id: str, now: float, expires_at: float) -> bool:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            return False
+        worker.heartbeat_at = now
+        worker.heartbeat_expires_at = expires_at
+        return True
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+        self._drop_instances_of(worker_id)
+
+    async def reap_workers(self, now: float) -> list[str]:
+        dead = [w.worker_id for w in self._workers.values() if w.heartbeat_expires_at < now]
+        for worker_id in dead:
+            del self._workers[worker_id]
+            self._drop_instances_of(worker_id)
+            for inv in self._invocations.values():
+                if inv.status is _IN_PROGRESS and inv.lease_owner == worker_id:
+                    _back_to_queue(inv)
+        return dead
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        workers = sorted(self._workers.values(), key=lambda w: (w.started_at, w.worker_id))
+        return [dataclasses.replace(w) for w in workers]
+
+    async def claim_instance(self, claim: InstanceClaim) -> bool:
+        key = _instance_key(claim)
+        if key in self._instances or claim.worker_id not in self._workers:
+            return False
+        self._instances[key] = dataclasses.replace(claim, endpoint_name=key[0])
+        return True
+
+    async def set_instance_state(
+        self, claim: InstanceClaim, state: InstanceState, detail: str | None, now: float
+    ) -> bool:
+        stored = self._instances.get(_instance_key(claim))
+        if stored is None or stored.worker_id != claim.worker_id:
+            return False
+        stored.state = InstanceState(state)
+        stored.detail = detail
+        stored.updated_at = now
+        return True
+
+    async def release_instance(self, claim: InstanceClaim) -> bool:
+        key = _instance_key(claim)
+        stored = self._instances.get(key)
+        if stored is None or stored.worker_id != claim.worker_id:
+            return False
+        del self._instances[key]
+        return True
+
+    async def list_instances(self, endpoint_name: str | None = None) -> list[InstanceClaim]:
+        wanted = None if endpoint_name is None else endpoint_name.lower()
+        return [
+            dataclasses.replace(claim)
+            for key, claim in sorted(self._instances.items())
+            if wanted is None or key[0] == wanted
+        ]
+
+    async def acquire_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        current = self._singletons.get(name)
+        if current is not None and current[0] != holder and current[1] >= now:
+            return False
+        self._singletons[name] = (holder, expires_at)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        current = self._singletons.get(name)
+        if current is not None and current[0] == holder:
+            del self._singletons[name]
+
+    def _drop_instances_of(self, worker_id: str) -> None:
+        for key in [k for k, claim in self._instances.items() if claim.worker_id == worker_id]:
+            del self._instances[key]
 
     # ------------------------------------------------------------- MetadataStore
     async def create_resource(self, resource: Resource) -> bool:
@@ -193,6 +305,10 @@ def _back_to_queue(inv: Invocation) -> None:
     inv.lease_owner = None
     inv.lease_expires_at = None
     inv.started_at = None
+
+
+def _instance_key(claim: InstanceClaim) -> _InstanceKey:
+    return (claim.endpoint_name.lower(), claim.variant_name, claim.generation, claim.slot)
 
 
 def _encode(resource: Resource) -> bytes:

@@ -43,7 +43,15 @@ from typing import Any, Final
 import msgspec
 
 from sagequeue.domain.errors import InternalFailure, ServiceUnavailable
-from sagequeue.ports import Invocation, InvocationStatus, Resource, ResourceKind
+from sagequeue.ports import (
+    InstanceClaim,
+    InstanceState,
+    Invocation,
+    InvocationStatus,
+    Resource,
+    ResourceKind,
+    WorkerRecord,
+)
 
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 MAX_GROUP_COMMIT_ROWS: Final = 2048  # bounds one transaction's size under a burst
@@ -55,7 +63,8 @@ _COLUMNS: Final = (
     "request_id, inference_id, endpoint_name, output_location, failure_location, "
     "input_location, inline_body, content_type, accept, custom_attributes, "
     "request_ttl_seconds, invocation_timeout_seconds, status, failure_reason, "
-    "enqueued_at, started_at, finished_at, attempts, lease_owner, lease_expires_at, seq"
+    "enqueued_at, started_at, finished_at, attempts, lease_owner, lease_expires_at, seq, "
+    "variant_name"
 )
 
 # Schema migrations: entry i brings the schema from version i to i + 1. Never edit a
@@ -140,18 +149,75 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    (
+        # Production variants: a request is served by the variant chosen when it came in.
+        "ALTER TABLE invocations ADD COLUMN variant_name TEXT NOT NULL DEFAULT ''",
+        # Unfinished requests of an older version go to their endpoint's first variant.
+        """
+        UPDATE invocations SET variant_name = coalesce((
+            SELECT json_extract(CAST(doc AS TEXT), '$.ProductionVariants[0].VariantName')
+            FROM resources
+            WHERE kind = 'endpoint' AND name_lower = lower(invocations.endpoint_name)
+        ), '')
+        WHERE status IN ('Queued', 'InProgress')
+        """,
+        "DROP INDEX invocations_queued",
+        """
+        CREATE INDEX invocations_queued ON invocations (endpoint_name, variant_name)
+        WHERE status = 'Queued'
+        """,
+        # Retention: the purge finds the oldest finished rows without reading the rest.
+        """
+        CREATE INDEX invocations_finished ON invocations (finished_at)
+        WHERE status IN ('Completed', 'Failed', 'Expired')
+        """,
+        """
+        CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            max_instances INTEGER NOT NULL,
+            endpoints TEXT NOT NULL,  -- lower-cased names joined by ","; '' = all
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL,
+            heartbeat_expires_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE instances (
+            endpoint_name TEXT NOT NULL,
+            variant_name TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            slot INTEGER NOT NULL,
+            worker_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            claimed_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            detail TEXT,
+            PRIMARY KEY (endpoint_name, variant_name, generation, slot)
+        )
+        """,
+        "CREATE INDEX instances_by_worker ON instances (worker_id)",
+        """
+        CREATE TABLE singleton_leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        )
+        """,
+    ),
 )
 
 _INSERT_INVOCATION: Final = f"""
-    INSERT INTO invocations ({_COLUMNS.removesuffix(", seq")}, expires_at)
-    VALUES ({", ".join("?" * 21)})
+    INSERT INTO invocations ({_COLUMNS.replace(", seq", "")}, expires_at)
+    VALUES ({", ".join("?" * 22)})
 """
 # A group commit inserts its rows with one multi-row statement: executemany steps the
 # statement once per row and re-takes the GIL each time, which under a busy event loop
 # made inserting a batch several times slower than the statement itself.
 _INSERT_HEAD, _, _INSERT_ROW = _INSERT_INVOCATION.partition("VALUES")
 _INSERT_ROW = _INSERT_ROW.strip()
-# SQLite allows 32,766 bound variables per statement; 21 per row.
+# SQLite allows 32,766 bound variables per statement; 22 per row.
 _ROWS_PER_INSERT: Final = 512
 
 
@@ -171,6 +237,18 @@ def _flatten(rows: list[tuple[Any, ...]]) -> list[Any]:
 
 
 _LEASE: Final = f"""
+    UPDATE invocations
+    SET status = 'InProgress', lease_owner = ?, lease_expires_at = ?, started_at = ?,
+        attempts = attempts + 1
+    WHERE seq IN (
+        SELECT seq FROM invocations
+        WHERE endpoint_name = ? AND variant_name = ? AND status = 'Queued'
+        ORDER BY seq LIMIT ?
+    )
+    RETURNING {_COLUMNS}
+"""
+# Any variant (an endpoint being torn down): not on a hot path.
+_LEASE_ANY_VARIANT: Final = f"""
     UPDATE invocations
     SET status = 'InProgress', lease_owner = ?, lease_expires_at = ?, started_at = ?,
         attempts = attempts + 1
@@ -210,11 +288,32 @@ _REQUEUE_LAPSED: Final = """
     SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
     WHERE status = 'InProgress' AND lease_expires_at < ?
 """
+_PURGE_FINISHED: Final = """
+    DELETE FROM invocations WHERE seq IN (
+        SELECT seq FROM invocations
+        WHERE status IN ('Completed', 'Failed', 'Expired') AND finished_at < ?
+        ORDER BY finished_at LIMIT ?
+    )
+"""
 _GET: Final = f"""
     SELECT {_COLUMNS} FROM invocations
     WHERE endpoint_name = ? AND inference_id = ? ORDER BY seq DESC LIMIT 1
 """
+_REQUEUE_OWNED: Final = """
+    UPDATE invocations
+    SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
+    WHERE status = 'InProgress' AND lease_owner = ?
+"""
 _RESOURCE_COLUMNS: Final = "kind, name, doc, version, created_at"
+_WORKER_COLUMNS: Final = (
+    "worker_id, host, pid, max_instances, endpoints, started_at, heartbeat_at, heartbeat_expires_at"
+)
+_INSTANCE_COLUMNS: Final = (
+    "endpoint_name, variant_name, generation, slot, worker_id, state, claimed_at, "
+    "updated_at, detail"
+)
+_SEQ_INDEX: Final = [c.strip() for c in _COLUMNS.split(",")].index("seq")
+_INSTANCE_KEY: Final = "endpoint_name = ? AND variant_name = ? AND generation = ? AND slot = ?"
 
 # Writer job kinds.
 _INSERT: Final = 0  # payload: an invocation row tuple; result: its seq
@@ -510,6 +609,7 @@ class SqliteStore:
             inv.attempts,
             None,
             None,
+            inv.variant_name,
             inv.enqueued_at + inv.request_ttl_seconds,
         )
         inv.seq = await self._submit(_INSERT, row)
@@ -521,13 +621,22 @@ class SqliteStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        variant_name: str | None = None,
     ) -> list[Invocation]:
         if limit <= 0:
             return []  # (SQLite reads LIMIT -1 as "no limit")
+        if variant_name is None:
+            sql, params = (
+                _LEASE_ANY_VARIANT,
+                (owner, now + lease_seconds, now, endpoint_name, limit),
+            )
+        else:
+            sql = _LEASE
+            params = (owner, now + lease_seconds, now, endpoint_name, variant_name, limit)
 
         def take(conn: sqlite3.Connection) -> list[Any]:
-            params = (owner, now + lease_seconds, now, endpoint_name, limit)
-            return conn.execute(_LEASE, params).fetchall()
+            return conn.execute(sql, params).fetchall()
 
         return _in_fifo_order(await self._submit(_LEASE_TX, take))
 
@@ -595,6 +704,113 @@ class SqliteStore:
             counts[status] = n
         return counts
 
+    async def purge_finished(self, finished_before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        params = (finished_before, limit)
+        return await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_PURGE_FINISHED, params).rowcount
+        )
+
+    # ---------------------------------------------------------------- FleetStore
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        params = (
+            worker.worker_id,
+            worker.host,
+            worker.pid,
+            worker.max_instances,
+            ",".join(worker.endpoints),
+            worker.started_at,
+            worker.heartbeat_at,
+            worker.heartbeat_expires_at,
+        )
+        sql = f"INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params))
+
+    async def heartbeat(self, worker_id: str, now: float, expires_at: float) -> bool:
+        sql = "UPDATE workers SET heartbeat_at = ?, heartbeat_expires_at = ? WHERE worker_id = ?"
+        params = (now, expires_at, worker_id)
+        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+    async def remove_worker(self, worker_id: str) -> None:
+        def remove(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM instances WHERE worker_id = ?", (worker_id,))
+            conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+        await self._submit(_LEASE_TX, remove)
+
+    async def reap_workers(self, now: float) -> list[str]:
+        def reap(conn: sqlite3.Connection) -> list[str]:
+            sql = "SELECT worker_id FROM workers WHERE heartbeat_expires_at < ?"
+            dead = [row[0] for row in conn.execute(sql, (now,)).fetchall()]
+            for worker_id in dead:
+                conn.execute(_REQUEUE_OWNED, (worker_id,))
+                conn.execute("DELETE FROM instances WHERE worker_id = ?", (worker_id,))
+                conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+            return dead
+
+        return await self._submit(_LEASE_TX, reap)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        sql = f"SELECT {_WORKER_COLUMNS} FROM workers ORDER BY started_at, worker_id"
+        rows = await self._read(lambda conn: conn.execute(sql).fetchall())
+        return [_to_worker(row) for row in rows]
+
+    async def claim_instance(self, claim: InstanceClaim) -> bool:
+        # Only a registered worker may claim: one reaped meanwhile gets False.
+        sql = f"""
+            INSERT INTO instances ({_INSTANCE_COLUMNS})
+            SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+            WHERE EXISTS (SELECT 1 FROM workers WHERE worker_id = ?)
+            ON CONFLICT DO NOTHING
+        """
+        params = (*_instance_row(claim), claim.worker_id)
+        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+    async def set_instance_state(
+        self, claim: InstanceClaim, state: InstanceState, detail: str | None, now: float
+    ) -> bool:
+        sql = f"""
+            UPDATE instances SET state = ?, detail = ?, updated_at = ?
+            WHERE {_INSTANCE_KEY} AND worker_id = ?
+        """
+        params = (str(state), detail, now, *_instance_key(claim), claim.worker_id)
+        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+    async def release_instance(self, claim: InstanceClaim) -> bool:
+        sql = f"DELETE FROM instances WHERE {_INSTANCE_KEY} AND worker_id = ?"
+        params = (*_instance_key(claim), claim.worker_id)
+        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+    async def list_instances(self, endpoint_name: str | None = None) -> list[InstanceClaim]:
+        order = "ORDER BY endpoint_name, variant_name, generation, slot"
+        if endpoint_name is None:
+            sql, params = f"SELECT {_INSTANCE_COLUMNS} FROM instances {order}", ()
+        else:
+            sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE endpoint_name = ? {order}"
+            params = (endpoint_name.lower(),)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_to_instance(row) for row in rows]
+
+    async def acquire_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        sql = """
+            INSERT INTO singleton_leases (name, holder, expires_at) VALUES (?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                expires_at = excluded.expires_at
+            WHERE singleton_leases.holder = excluded.holder OR singleton_leases.expires_at < ?
+        """
+        params = (name, holder, expires_at, now)
+        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        return changed == 1
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        sql = "DELETE FROM singleton_leases WHERE name = ? AND holder = ?"
+        await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, (name, holder)))
+
     # ------------------------------------------------------------- MetadataStore
     async def create_resource(self, resource: Resource) -> bool:
         params = (
@@ -652,11 +868,38 @@ class SqliteStore:
 
 
 def _in_fifo_order(rows: list[Any]) -> list[Invocation]:
-    # RETURNING gives rows in no defined order; seq is the last column.
-    rows.sort(key=lambda row: row[-1])
+    # RETURNING gives rows in no defined order.
+    rows.sort(key=lambda row: row[_SEQ_INDEX])
     return [_to_invocation(row) for row in rows]
 
 
 def _to_resource(row: Sequence[Any]) -> Resource:
     kind, name, doc, version, created_at = row
     return Resource(ResourceKind(kind), name, msgspec.json.decode(doc), version, created_at)
+
+
+def _to_worker(row: Sequence[Any]) -> WorkerRecord:
+    worker_id, host, pid, max_instances, endpoints, started, beat, expires = row
+    names = tuple(name for name in endpoints.split(",") if name)
+    return WorkerRecord(worker_id, host, pid, max_instances, names, started, beat, expires)
+
+
+def _instance_key(claim: InstanceClaim) -> tuple[str, str, int, int]:
+    return (claim.endpoint_name.lower(), claim.variant_name, claim.generation, claim.slot)
+
+
+def _instance_row(claim: InstanceClaim) -> tuple[Any, ...]:
+    return (
+        *_instance_key(claim),
+        claim.worker_id,
+        str(claim.state),
+        claim.claimed_at,
+        claim.updated_at,
+        claim.detail,
+    )
+
+
+def _to_instance(row: Sequence[Any]) -> InstanceClaim:
+    claim = InstanceClaim(*row)
+    claim.state = InstanceState(claim.state)
+    return claim
