@@ -22,6 +22,10 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "000000000000"
 CREDENTIALS_PROFILE = "sagequeue"
 ROLES = ("all", "api", "worker")
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+# A worker whose heartbeat is older than this is gone: its instances and requests move.
+DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(StartupError):
@@ -43,6 +47,13 @@ class Settings:
     log_level: str = "info"
     # Hosts from which https:// InputLocations may be fetched.
     https_input_allow_hosts: list[str] = field(default_factory=list)
+    # Fleet: model instances this worker process may run (None: no limit), the endpoints
+    # it serves (lower-cased; empty: all), and when a silent worker counts as gone.
+    max_instances: int | None = None
+    endpoints: list[str] = field(default_factory=list)
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS
+    # Finished invocations are purged from the queue store this long after they ended.
+    retention: float = DEFAULT_RETENTION_SECONDS
     # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
     access_keys: dict[str, str] = field(default_factory=dict)
     # SageMaker resources declared in the config file, in SageMaker's field names:
@@ -87,6 +98,8 @@ _SCALARS: dict[str, Any] = {
     "region": str,
     "account_id": str,
     "log_level": str,
+    "max_instances": int,
+    "worker_timeout": float,
 }
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -137,6 +150,18 @@ def load_settings(
     if isinstance(allow, str):
         allow = [h.strip() for h in allow.split(",") if h.strip()]
     settings.https_input_allow_hosts = list(allow)
+    settings.endpoints = [
+        name.lower() for name in _name_list(flags, environ, file_values, "endpoints")
+    ]
+    retention = _first_given(flags, environ, file_values, "retention")
+    if retention is not None:
+        settings.retention = parse_duration(retention, "retention")
+    if settings.max_instances is not None and settings.max_instances < 0:
+        raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
+    if not 1 <= settings.worker_timeout <= 3600:
+        raise ConfigError(
+            f"worker-timeout must be between 1 and 3600 seconds, not {settings.worker_timeout:g}"
+        )
     for item in file_values.get("access_keys", []) or []:
         try:
             settings.access_keys[str(item["AccessKeyId"])] = str(item["SecretAccessKey"])
@@ -152,6 +177,45 @@ def load_settings(
         raise ConfigError("Buckets in the config file must be a list")
     settings.buckets = buckets
     return settings
+
+
+def _first_given(
+    flags: dict[str, Any], environ: dict[str, str], file_values: dict[str, Any], name: str
+) -> Any:
+    for value in (flags.get(name), environ.get(env_var(name)), file_values.get(name)):
+        if value is not None:
+            return value
+    return None
+
+
+def _name_list(
+    flags: dict[str, Any], environ: dict[str, str], file_values: dict[str, Any], name: str
+) -> list[str]:
+    """A list setting: comma-separated in a flag or variable, a list or string in the file."""
+    value = _first_given(flags, environ, file_values, name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list):
+        return [str(item).strip() for item in value if str(item).strip()]
+    raise ConfigError(f"{name.replace('_', '-')}: expected a comma-separated list, not {value!r}")
+
+
+def parse_duration(value: Any, name: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``15m``, ``12h`` or ``7d``."""
+    text = str(value).strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(
+            f"{name.replace('_', '-')}: invalid duration {value!r} "
+            "(a positive number of seconds, or with a unit: 90s, 15m, 12h, 7d)"
+        )
+    return seconds
 
 
 def read_credentials(path: Path) -> dict[str, str]:

@@ -80,3 +80,32 @@ def test_missing_explicit_credentials_file_is_an_error(tmp_path):
     settings = Settings(data_dir=tmp_path, credentials_file=tmp_path / "nope")
     with pytest.raises(ConfigError, match="does not exist"):
         load_access_keys(settings)
+
+
+def test_fleet_settings_default_to_no_limit_every_endpoint_and_a_week_of_retention():
+    settings = load_settings({}, environ={})
+    assert settings.max_instances is None
+    assert settings.endpoints == []
+    assert settings.worker_timeout == 10.0
+    assert settings.retention == 7 * 24 * 3600
+
+
+def test_endpoints_are_a_lower_cased_comma_separated_list():
+    settings = load_settings({"endpoints": "GPU-a, gpu-b"}, environ={})
+    assert settings.endpoints == ["gpu-a", "gpu-b"]
+
+
+def test_retention_takes_a_unit():
+    assert load_settings({"retention": "12h"}, environ={}).retention == 12 * 3600
+    assert load_settings({}, environ={"SAGEQUEUE_RETENTION": "90"}).retention == 90
+
+
+@pytest.mark.parametrize("value", ["0", "-5m", "7w", "soon", ""])
+def test_bad_retention_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="retention"):
+        load_settings({"retention": value}, environ={})
+
+
+def test_negative_max_instances_is_a_config_error():
+    with pytest.raises(ConfigError, match="max-instances"):
+        load_settings({"max_instances": -1}, environ={})

@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8765)")
     parser.add_argument("--data-dir", help="state directory (default ./.sagequeue)")
-    parser.add_argument("--database", help="sqlite:///path (default <data-dir>/sagequeue.db)")
+    parser.add_argument(
+        "--database",
+        help="sqlite:///path (default <data-dir>/sagequeue.db) or "
+        "postgresql://user:password@host:5432/db",
+    )
     parser.add_argument("--object-store", help="file:///path (default <data-dir>/objects) or s3://")
     parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint for s3:// stores")
     parser.add_argument(
@@ -33,6 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--https-input-allow-hosts",
         help="comma-separated hosts from which https:// InputLocations may be fetched",
+    )
+    parser.add_argument(
+        "--max-instances",
+        type=int,
+        help="model instances this worker process may run, over all endpoints (default: no limit)",
+    )
+    parser.add_argument(
+        "--endpoints",
+        help="comma-separated endpoint names this worker serves (default: all)",
+    )
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        help="seconds after which a worker that stopped heartbeating is gone and its "
+        "instances and requests move to live workers (default 10)",
+    )
+    parser.add_argument(
+        "--retention",
+        help="how long finished invocations stay in the queue store before they are "
+        "purged: seconds or 90s, 15m, 12h, 7d (default 7d); output objects are never deleted",
     )
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
     return parser
