@@ -13,6 +13,7 @@ from sagequeue.config import ConfigError, Settings, load_access_keys
 from sagequeue.frontdoor.asgi import FrontDoor
 from sagequeue.frontdoor.http import Request, Response
 from sagequeue.frontdoor.sigv4 import SigV4Verifier
+from sagequeue.ports import WakeupChannel
 
 log = logging.getLogger("sagequeue")
 
@@ -27,7 +28,7 @@ class Application:
         self.objects = None
         self.worker = None
         self.control = None
-        self.doorbell = None
+        self.wakeups: WakeupChannel | None = None
         self.keys, self.generated_keys = load_access_keys(settings)
 
     async def start(self) -> None:
@@ -38,6 +39,8 @@ class Application:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(settings.database_url)
         self.objects = await open_object_store(settings)
+        self._warn_if_objects_are_local_to_this_host()
+        self.wakeups = self._wakeup_channel()
         if settings.runs_api:
             self.control = ControlPlane(self.store, settings)
             await self._seed_buckets()
@@ -45,13 +48,8 @@ class Application:
         if settings.runs_worker:
             from sagequeue.dispatch.worker import Worker
 
-            self.worker = Worker(self.store, self.store, self.objects, settings)
+            self.worker = Worker(self.store, self.objects, settings, wakeups=self.wakeups)
             await self.worker.start()
-        else:
-            from sagequeue.dispatch.doorbell import Doorbell
-
-            # Worker processes of this data dir are woken by datagram after each enqueue.
-            self.doorbell = Doorbell(settings.data_dir)
         self.ready = True
         if settings.runs_api:
             print(
@@ -60,12 +58,29 @@ class Application:
                 flush=True,
             )
 
+    def _wakeup_channel(self) -> WakeupChannel:
+        from sagequeue.dispatch.doorbell import DoorbellChannel
+
+        # SQLite: worker processes of this data dir are woken by datagram.
+        return DoorbellChannel(self.settings.data_dir)
+
+    def _warn_if_objects_are_local_to_this_host(self) -> None:
+        settings = self.settings
+        shared_database = not settings.database_url.startswith("sqlite:")
+        if shared_database and settings.object_store_url.startswith("file:"):
+            log.warning(
+                "the object store %s is a directory on this host: API and worker processes "
+                "on other hosts cannot see its objects. A fleet on several hosts needs one "
+                "S3 service: --object-store s3:// --s3-endpoint-url URL (docs/deploy.md)",
+                settings.object_store_url,
+            )
+
     async def stop(self) -> None:
         self.ready = False
         if self.worker is not None:
             await self.worker.stop()
-        if self.doorbell is not None:
-            self.doorbell.close()
+        if self.wakeups is not None:
+            await self.wakeups.close()
         if self.objects is not None:
             await self.objects.close()
         if self.store is not None:
@@ -89,8 +104,8 @@ class Application:
     def on_enqueued(self, endpoint_name: str) -> None:
         if self.worker is not None:
             self.worker.wake(endpoint_name)
-        elif self.doorbell is not None:
-            self.doorbell.ring(endpoint_name)
+        if self.wakeups is not None:
+            self.wakeups.ring(endpoint_name)
 
     def frontdoor(self) -> FrontDoor:
         from sagequeue.frontdoor.control import ControlApi

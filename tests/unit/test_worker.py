@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sagequeue.config import Settings
-from sagequeue.dispatch.doorbell import Doorbell
+from sagequeue.dispatch.doorbell import Doorbell, DoorbellChannel
 from sagequeue.dispatch.worker import Worker
 from sagequeue.ports import Invocation, InvocationStatus, Resource, ResourceKind
 from sagequeue.stores.memory import MemoryStore
@@ -72,8 +72,10 @@ class Env:
 
     async def worker(self, **options) -> Worker:
         options.setdefault("poll_seconds", 0.1)
+        options.setdefault("placement_seconds", 0.1)
         options.setdefault("sweep_seconds", 0.2)
-        worker = Worker(self.store, self.store, self.objects, self.settings, **options)
+        options.setdefault("wakeups", DoorbellChannel(self.settings.data_dir))
+        worker = Worker(self.store, self.objects, self.settings, **options)
         await worker.start()
         self.workers.append(worker)
         return worker
@@ -127,6 +129,7 @@ class Env:
     ) -> Invocation:
         request_id = str(uuid.uuid4())
         fields.setdefault("content_type", "application/json")
+        fields.setdefault("variant_name", "AllTraffic")
         inv = Invocation(
             request_id=request_id,
             inference_id=fields.pop("inference_id", request_id),
@@ -185,8 +188,9 @@ async def test_creating_endpoint_becomes_in_service_with_its_instances(env) -> N
     await env.worker()
     doc = await env.endpoint("echo")
     assert doc["EndpointStatus"] == "InService"
-    assert doc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
     assert "FailureReason" not in doc
+    instances = await env.store.list_instances("echo")
+    assert [(i.slot, i.state) for i in instances] == [(0, "Running"), (1, "Running")]
 
 
 async def test_endpoint_whose_model_cannot_load_fails_with_the_reason(env) -> None:

@@ -1,9 +1,11 @@
-"""Cross-process wake-up: an API process rings every worker process of the data dir after
-an enqueue committed, so workers need not poll the shared database on the hot path.
+"""Cross-process wake-up on one host (the WakeupChannel of the SQLite store): an API
+process rings every worker process of the data dir after an enqueue committed, so
+workers need not poll the shared database on the hot path.
 
 Each worker binds a unix datagram socket ``<data-dir>/doorbells/<pid>.sock``; a ring is a
 non-blocking ``sendto`` of the endpoint name to every socket there. Lost rings are
-harmless: workers also poll.
+harmless: workers also poll. Other hosts cannot be reached this way: a fleet on several
+hosts uses PostgreSQL, whose LISTEN/NOTIFY is its channel.
 """
 
 from __future__ import annotations
@@ -138,3 +140,29 @@ class DoorbellListener:
         if self.path is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+
+class DoorbellChannel:
+    """``WakeupChannel`` over the data dir's doorbell sockets."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._bell: Doorbell | None = None
+        self._listener: DoorbellListener | None = None
+
+    def ring(self, endpoint_name: str) -> None:
+        if self._bell is None:
+            self._bell = Doorbell(self._data_dir)
+        self._bell.ring(endpoint_name)
+
+    async def listen(self, on_ring: Callable[[str], None]) -> None:
+        self._listener = DoorbellListener(self._data_dir, on_ring)
+        self._listener.start()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None

@@ -6,6 +6,10 @@ An endpoint document is DescribeEndpoint's output plus internal keys (never show
 * ``_Deployment``: ``{"EndpointConfig": <config doc>, "Models": {name: <model doc>}}``,
   the snapshot taken at CreateEndpoint / UpdateEndpoint that the worker deploys;
 * ``_Generation``: bumped on each Create / Update, so the worker sees a new deployment.
+* ``_Serving``: ``{"Generation": n, "Deployment": {...}}``, the generation that takes the
+  requests (absent while Creating). During an update the new generation starts beside it,
+  and replaces it once it runs (sagequeue.domain.placement).
+* ``_FailedGeneration``: a generation that could not start; the one before keeps serving.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from sagequeue.ports import ResourceKind
 INTERNAL_PREFIX = "_"
 DEPLOYMENT_KEY = "_Deployment"
 GENERATION_KEY = "_Generation"
+SERVING_KEY = "_Serving"
+FAILED_GENERATION_KEY = "_FailedGeneration"
 
 
 class EndpointStatus(enum.StrEnum):
@@ -92,3 +98,25 @@ def endpoint_production_variants(config_doc: dict[str, Any]) -> list[dict[str, A
             }
         )
     return variants
+
+
+def variant_names(config_doc: dict[str, Any]) -> list[str]:
+    return [str(v["VariantName"]) for v in config_doc.get("ProductionVariants", [])]
+
+
+def choose_variant(endpoint_doc: dict[str, Any], draw: float) -> str:
+    """The production variant that serves a new request: by CurrentWeight, with
+    ``draw`` uniform in [0, 1). All weights zero (or none given): the first variant."""
+    variants = endpoint_doc.get("ProductionVariants") or []
+    if not variants:
+        return ""
+    weights = [max(float(v.get("CurrentWeight", 1.0)), 0.0) for v in variants]
+    total = sum(weights)
+    if total <= 0:
+        return str(variants[0]["VariantName"])
+    point = draw * total
+    for variant, weight in zip(variants, weights, strict=True):
+        if point < weight:
+            return str(variant["VariantName"])
+        point -= weight
+    return str(variants[-1]["VariantName"])

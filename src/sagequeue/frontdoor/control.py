@@ -14,7 +14,7 @@ import copy
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -25,19 +25,23 @@ from sagequeue.domain.errors import (
     UnknownOperation,
     ValidationException,
 )
+from sagequeue.domain.placement import plan_endpoint, running_counts
 from sagequeue.domain.resources import (
     DEPLOYMENT_KEY,
+    FAILED_GENERATION_KEY,
     GENERATION_KEY,
     IN_PROGRESS_STATUSES,
+    SERVING_KEY,
     EndpointStatus,
     endpoint_production_variants,
     public_view,
     resource_arn,
+    variant_names,
 )
 from sagequeue.domain.validation import ShapeValidator, raise_if_invalid
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.http import Request, Response, json_response
-from sagequeue.ports import MetadataStore, Resource, ResourceKind
+from sagequeue.ports import FleetStore, MetadataStore, Resource, ResourceKind
 
 _TARGET_PREFIX = "SageMaker."
 _DEFAULT_MAX_RESULTS = 10
@@ -67,12 +71,16 @@ _KIND_WORDS = {
 }
 
 
+class ControlStore(MetadataStore, FleetStore, Protocol):
+    """Resources, and the fleet's instances for DescribeEndpoint's counts."""
+
+
 class ControlPlane:
     """SageMaker control-plane operations on the metadata store."""
 
     def __init__(
         self,
-        metadata: MetadataStore,
+        metadata: ControlStore,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
@@ -321,7 +329,15 @@ class ControlPlane:
         return {"EndpointArn": arn}
 
     async def describe_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        return public_view((await self._require(ResourceKind.ENDPOINT, params["EndpointName"])).doc)
+        doc = (await self._require(ResourceKind.ENDPOINT, params["EndpointName"])).doc
+        described = public_view(doc)
+        plan = plan_endpoint(doc, default_concurrency=1)
+        if plan is not None:
+            # Instances running in the whole fleet, from the shared store's claims.
+            running = running_counts(plan, await self._store.list_instances(plan.key))
+            for variant in described.get("ProductionVariants") or []:
+                variant["CurrentInstanceCount"] = running.get(variant["VariantName"], 0)
+        return described
 
     async def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self._list(
@@ -354,13 +370,39 @@ class ControlPlane:
                 raise ValidationException(
                     f'Cannot update in-progress endpoint "{self.arn(ResourceKind.ENDPOINT, name)}".'
                 )
+            new_config = deployment["EndpointConfig"]
+            old_config = (doc.get(DEPLOYMENT_KEY) or {}).get("EndpointConfig") or {}
+            nothing_serves = status in (EndpointStatus.CREATING, EndpointStatus.FAILED)
+            if not nothing_serves and sorted(variant_names(new_config)) != sorted(
+                variant_names(old_config)
+            ):
+                # Queued requests are bound to a variant: a config whose variants differ
+                # would strand them.
+                raise ValidationException(
+                    "The production variants of endpoint configuration "
+                    f"{new_config['EndpointConfigName']} ("
+                    + ", ".join(variant_names(new_config))
+                    + f") differ from those of the endpoint {name} ("
+                    + ", ".join(variant_names(old_config))
+                    + "). UpdateEndpoint needs the same variant names; create a new "
+                    "endpoint for another set of variants."
+                )
             new_doc = dict(doc)
             new_doc["EndpointStatus"] = str(EndpointStatus.UPDATING)
             new_doc["LastModifiedTime"] = self._clock()
             new_doc.pop("FailureReason", None)
+            new_doc.pop(FAILED_GENERATION_KEY, None)
+            if SERVING_KEY not in doc and status == EndpointStatus.IN_SERVICE:
+                # Stored before deployments kept their serving generation.
+                new_doc[SERVING_KEY] = {
+                    "Generation": int(doc.get(GENERATION_KEY, 0)),
+                    "Deployment": doc.get(DEPLOYMENT_KEY),
+                }
+            if nothing_serves:
+                new_doc.pop(SERVING_KEY, None)
             new_doc[DEPLOYMENT_KEY] = deployment
             new_doc[GENERATION_KEY] = int(doc.get(GENERATION_KEY, 0)) + 1
-            if status == EndpointStatus.CREATING:
+            if nothing_serves:
                 # Nothing was serving yet: the new config is simply what is being created.
                 new_doc["EndpointStatus"] = str(EndpointStatus.CREATING)
                 new_doc["EndpointConfigName"] = deployment["EndpointConfig"]["EndpointConfigName"]

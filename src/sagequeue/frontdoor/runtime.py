@@ -7,6 +7,7 @@ for a fraction of a second) and one durable enqueue per request; JSON by msgspec
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from sagequeue.domain.invocation import (
     result_locations,
     validate_invocation,
 )
-from sagequeue.domain.resources import INVOCABLE_STATUSES, async_output_paths
+from sagequeue.domain.resources import INVOCABLE_STATUSES, async_output_paths, choose_variant
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.http import Request, Response
 from sagequeue.ports import Invocation, MetadataStore, QueueStore, ResourceKind
@@ -142,6 +143,7 @@ class RuntimeApi:
                 request_ttl_seconds=valid.request_ttl_seconds,
                 invocation_timeout_seconds=valid.invocation_timeout_seconds,
                 enqueued_at=time.time(),
+                variant_name=choose_variant(endpoint, random.random()),
             )
         )
         self._on_enqueued(endpoint["EndpointName"])

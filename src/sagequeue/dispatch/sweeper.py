@@ -1,0 +1,95 @@
+"""Sweeping: the store's housekeeping, safe to run on every worker at once.
+
+* Lapsed request leases go back to the queue; requests queued past RequestTTLSeconds end
+  Expired (their failure object written first), including those of endpoints that have
+  no instance anywhere.
+* Workers whose heartbeat lapsed are reaped: their instance claims are freed for live
+  workers and their requests re-queued.
+* Finished requests older than the retention period are purged, by one worker at a time
+  (the ``retention`` singleton lease), in small batches so that ingest and dispatch
+  never wait long behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sagequeue.dispatch.execution import Executor, expired_reason
+from sagequeue.dispatch.membership import Membership
+from sagequeue.ports import Clock, FleetStore, InvocationStatus, QueueStore
+
+log = logging.getLogger("sagequeue.worker")
+
+SWEEP_BATCH = 100
+PURGE_BATCH = 500
+PURGE_EVERY_SECONDS = 60.0
+# Between two purge batches: lets the writer take the enqueues that came meanwhile.
+PURGE_PAUSE_SECONDS = 0.05
+RETENTION_LEASE = "retention"
+
+
+class Sweeper:
+    def __init__(
+        self,
+        queue: QueueStore,
+        fleet: FleetStore,
+        executor: Executor,
+        membership: Membership,
+        clock: Clock,
+        *,
+        lease_seconds: float,
+        retention_seconds: float,
+        purge_every_seconds: float = PURGE_EVERY_SECONDS,
+    ) -> None:
+        self.queue = queue
+        self.fleet = fleet
+        self.executor = executor
+        self.membership = membership
+        self.clock = clock
+        self._lease_seconds = lease_seconds
+        self._retention = retention_seconds
+        self._purge_every = purge_every_seconds
+        self._next_purge = 0.0
+
+    async def sweep(self) -> None:
+        now = self.clock.now()
+        reaped = await self.fleet.reap_workers(now)
+        if reaped:
+            log.warning("workers gone (heartbeat lapsed), their work moves: %s", ", ".join(reaped))
+        await self.queue.requeue_lapsed(now)
+        await self._expire_overdue(now)
+        if self.clock.monotonic() >= self._next_purge:
+            self._next_purge = self.clock.monotonic() + self._purge_every
+            await self.purge()
+
+    async def _expire_overdue(self, now: float) -> None:
+        while True:
+            overdue = await self.queue.lease_overdue(
+                self.membership.worker_id, SWEEP_BATCH, self._lease_seconds, now
+            )
+            for inv in overdue:
+                await self.executor.finish_with_failure(
+                    inv, InvocationStatus.EXPIRED, expired_reason(inv)
+                )
+            if len(overdue) < SWEEP_BATCH:
+                return
+
+    async def purge(self) -> int:
+        """Delete finished requests past the retention period; returns how many. Only the
+        holder of the retention lease purges."""
+        if not await self.membership.hold(RETENTION_LEASE):
+            return 0
+        cutoff = self.clock.now() - self._retention
+        purged = 0
+        while True:
+            batch = await self.queue.purge_finished(cutoff, PURGE_BATCH)
+            purged += batch
+            if batch < PURGE_BATCH:
+                break
+            await asyncio.sleep(PURGE_PAUSE_SECONDS)
+            if purged % (PURGE_BATCH * 20) == 0:
+                await self.membership.hold(RETENTION_LEASE)  # keep it through long purges
+        if purged:
+            log.info("purged %d finished invocations older than the retention period", purged)
+        return purged
