@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from acceptance.helpers import (
     deploy,
+    invocation_status,
     object_exists,
     read_object,
     wait_for_object,
@@ -116,3 +118,31 @@ def test_invocation_past_its_timeout_fails(shared_server, s3, runtime, endpoint)
     )
     body, _ = wait_for_object(s3, after["OutputLocation"], timeout=60)
     assert json.loads(body) == {"echo": "after"}
+
+
+@pytest.mark.slow
+def test_finished_invocations_are_purged_after_the_retention_but_outputs_stay(
+    server_factory,
+) -> None:
+    server = server_factory("--retention", "2s")
+    deploy(server, "short-lived")
+    runtime = server.client("sagemaker-runtime")
+    response = runtime.invoke_endpoint_async(
+        EndpointName="short-lived",
+        InferenceId="soon-purged",
+        Body=json.dumps({"action": "echo", "value": "kept"}).encode(),
+        ContentType="application/json",
+    )
+    assert wait_for_status(server, "short-lived", "soon-purged")["Status"] == "Completed"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            invocation_status(server, "short-lived", "soon-purged")
+        except AssertionError as exc:
+            assert "404" in str(exc) and "ResourceNotFound" in str(exc)
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the finished invocation was never purged")
+    body, _ = read_object(server.client("s3"), response["OutputLocation"])
+    assert json.loads(body) == {"echo": "kept"}

@@ -419,7 +419,9 @@ class Placement:
 
     async def drop_all(self) -> None:
         """This worker was declared gone: its claims and leases are no longer its own.
-        Stop every instance now; requests it still runs were re-queued by the fleet."""
+        Its instances take no new request and close once the ones they run are done;
+        those requests were re-queued by the fleet, so finishing them is refused (the
+        other run finishes them) and nothing is given back to the queue."""
         for task in list(self._starting.values()):
             task.cancel()
         pools, self.pools = list(self.pools.values()), {}
@@ -427,7 +429,14 @@ class Placement:
         self._retiring.clear()
         self._unclaimed_since.clear()
         for pool in pools:
-            await pool.close(0)
+            self._closing.add(pool)
+            self._spawn(self._close_dropped(pool))
+
+    async def _close_dropped(self, pool: Pool) -> None:
+        try:
+            await pool.close(self._grace, release=False)
+        finally:
+            self._closing.discard(pool)
 
     async def stop(self) -> None:
         """Stop leasing, let running requests finish (up to the grace period), give the

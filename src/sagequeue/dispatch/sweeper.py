@@ -40,7 +40,7 @@ class Sweeper:
         *,
         lease_seconds: float,
         retention_seconds: float,
-        purge_every_seconds: float = PURGE_EVERY_SECONDS,
+        purge_every_seconds: float | None = None,
     ) -> None:
         self.queue = queue
         self.fleet = fleet
@@ -49,7 +49,10 @@ class Sweeper:
         self.clock = clock
         self._lease_seconds = lease_seconds
         self._retention = retention_seconds
-        self._purge_every = purge_every_seconds
+        # A short retention (tests, demos) is honoured to within a quarter of itself.
+        self._purge_every = purge_every_seconds or min(
+            PURGE_EVERY_SECONDS, max(1.0, retention_seconds / 4)
+        )
         self._next_purge = 0.0
 
     async def sweep(self) -> None:

@@ -88,9 +88,6 @@ class Worker:
             poll_seconds=poll_seconds,
             stop_grace_seconds=stop_grace_seconds,
         )
-        sweeper_options: dict[str, Any] = {}
-        if purge_every_seconds is not None:
-            sweeper_options["purge_every_seconds"] = purge_every_seconds
         self.sweeper = Sweeper(
             store,
             store,
@@ -99,7 +96,7 @@ class Worker:
             self.clock,
             lease_seconds=lease_seconds,
             retention_seconds=settings.retention,
-            **sweeper_options,
+            purge_every_seconds=purge_every_seconds,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
