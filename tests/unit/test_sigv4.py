@@ -195,12 +195,12 @@ def test_malformed_authorization_is_incomplete() -> None:
     assert caught.value.failure is AuthFailure.INCOMPLETE
 
 
-def test_missing_date_is_incomplete() -> None:
+def test_missing_date_is_missing_date() -> None:
     request = sign(SigV4Auth, "sagemaker", RUNTIME_URL)
     headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "x-amz-date"}
     with pytest.raises(SignatureError) as caught:
         parse_authorization(headers, {})
-    assert caught.value.failure is AuthFailure.INCOMPLETE
+    assert caught.value.failure is AuthFailure.MISSING_DATE
 
 
 def test_other_algorithm_is_incomplete() -> None:
@@ -221,10 +221,10 @@ def test_credential_without_scope_is_incomplete() -> None:
     assert caught.value.failure is AuthFailure.INCOMPLETE
 
 
-def test_presign_missing_parameters_is_incomplete() -> None:
+def test_presign_missing_parameters_is_query_malformed() -> None:
     with pytest.raises(SignatureError) as caught:
         parse_authorization({}, {"X-Amz-Signature": "abc"})
-    assert caught.value.failure is AuthFailure.INCOMPLETE
+    assert caught.value.failure is AuthFailure.QUERY_MALFORMED
 
 
 def test_signature_16_minutes_old_is_skewed() -> None:
@@ -266,9 +266,9 @@ def test_presigned_url_used_hours_later_within_its_expiry_is_accepted() -> None:
     assert verify(request, payload_hash=UNSIGNED_PAYLOAD, v=later).presigned
 
 
-def test_presign_expiry_over_seven_days_is_incomplete() -> None:
+def test_presign_expiry_over_seven_days_is_query_malformed() -> None:
     request = sign(S3SigV4QueryAuth, "s3", "http://h/b/k", method="GET", expires=604801)
-    assert failure_of(request, payload_hash=UNSIGNED_PAYLOAD) is AuthFailure.INCOMPLETE
+    assert failure_of(request, payload_hash=UNSIGNED_PAYLOAD) is AuthFailure.QUERY_MALFORMED
 
 
 def test_host_must_be_signed() -> None:
