@@ -107,9 +107,7 @@ def signed_head(
     request = AWSRequest(
         method="POST", url=f"http://{host}{path}", headers={"Host": host, **(headers or {})}
     )
-    SigV4Auth(Credentials(access_key or access, secret), "sagemaker", "us-east-1").add_auth(
-        request
-    )
+    SigV4Auth(Credentials(access_key or access, secret), "sagemaker", "us-east-1").add_auth(request)
     lines = [f"POST {path} HTTP/1.1"]
     lines += [f"{name}: {value}" for name, value in request.headers.items()]
     lines.append(f"Content-Length: {content_length}")
@@ -291,7 +289,7 @@ def test_control_plane_body_over_its_maximum_is_refused_from_content_length(
     )
     with connect(server) as sock:
         sock.sendall(head)
-        status, headers, body = read_head(sock)
+        status, headers, _ = read_head(sock)
     assert (status, headers["x-amzn-errortype"]) == (400, "ValidationException")
     assert headers["connection"] == "close"
 
@@ -315,9 +313,7 @@ def test_limits_are_settings_with_documented_defaults() -> None:
     assert (defaults.header_timeout, defaults.keep_alive_timeout) == (20.0, 5.0)
     assert (defaults.body_timeout, defaults.max_connections) == (30.0, 1024)
     assert defaults.max_control_body == 1024 * 1024
-    from_env = load_settings(
-        {"max_connections": "7"}, environ={"SAGEQUEUE_HEADER_TIMEOUT": "2.5"}
-    )
+    from_env = load_settings({"max_connections": "7"}, environ={"SAGEQUEUE_HEADER_TIMEOUT": "2.5"})
     assert (from_env.max_connections, from_env.header_timeout) == (7, 2.5)
     docs = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
     for name in ("max_header_bytes", "header_timeout", "max_connections", "max_control_body"):

@@ -161,7 +161,7 @@ def test_presigned_url_past_its_expiry_has_expired(shared_server: Any, objects: 
     assert xml_field(body, "X-Amz-Expires") == "60"
 
 
-@pytest.mark.parametrize("value", ["+60", "6_0", "٦٠", "-5", "60.0"])
+@pytest.mark.parametrize("value", ["+60", "6_0", "\u0666\u0660", "-5", "60.0"])
 def test_presign_expiry_that_is_not_a_plain_number_is_refused(
     shared_server: Any, objects: str, value: str
 ) -> None:

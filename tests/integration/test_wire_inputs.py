@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-NOT_INTEGERS = ["+600", "6_0_0", "٦٠٠", "600.0", "0x258", "6 00"]
+NOT_INTEGERS = ["+600", "6_0_0", "\u0666\u0660\u0660", "600.0", "0x258", "6 00"]
 
 
 def signed_call(
@@ -131,7 +131,7 @@ def bucket(s3: Any) -> str:
     return "wire-inputs"
 
 
-@pytest.mark.parametrize("value", ["+5", "5_0", "٥", "0x5"])
+@pytest.mark.parametrize("value", ["+5", "5_0", "\u0665", "0x5"])
 def test_s3_max_keys_in_a_form_aws_refuses_is_invalid_argument(
     shared_server: Any, bucket: str, value: str
 ) -> None:
@@ -147,7 +147,7 @@ def test_s3_max_keys_in_a_form_aws_refuses_is_invalid_argument(
     assert b"<Code>InvalidArgument</Code>" in body
 
 
-@pytest.mark.parametrize("value", ["+1", "1_0", "١"])
+@pytest.mark.parametrize("value", ["+1", "1_0", "\u0661"])
 def test_s3_part_number_in_a_form_aws_refuses_is_refused(
     shared_server: Any, s3: Any, bucket: str, value: str
 ) -> None:
@@ -165,7 +165,7 @@ def test_s3_part_number_in_a_form_aws_refuses_is_refused(
     assert s3.list_parts(Bucket=bucket, Key="parts", UploadId=upload).get("Parts", []) == []
 
 
-@pytest.mark.parametrize("value", ["bytes=+0-3", "bytes=0-+3", "bytes=٠-3", "bytes=0_0-3"])
+@pytest.mark.parametrize("value", ["bytes=+0-3", "bytes=0-+3", "bytes=\u0660-3", "bytes=0_0-3"])
 def test_s3_range_in_a_form_aws_refuses_is_ignored(s3: Any, bucket: str, value: str) -> None:
     """S3 ignores a Range it cannot parse and answers the whole object."""
     answer = s3.get_object(Bucket=bucket, Key="ten", Range=value)
@@ -191,9 +191,7 @@ def test_unknown_members_are_neither_stored_nor_echoed(shared_server: Any, sagem
         },
     )
     assert (status, code) == (200, "")
-    described = control(
-        shared_server, "DescribeModel", {"ModelName": "with-unknown-members"}
-    )[2]
+    described = control(shared_server, "DescribeModel", {"ModelName": "with-unknown-members"})[2]
     assert described["ModelName"] == "with-unknown-members"
     assert described["PrimaryContainer"] == {"Image": "sagequeue/python"}
     assert "NotAMember" not in described and "_Deployment" not in described
