@@ -96,10 +96,12 @@ class RuntimeApi:
     async def handle(self, request: Request) -> Response:
         name, inference_id = _parse_path(request.raw_path)
         if name is not None and inference_id is None and request.method == "POST":
-            request.authorize(INVOKE_ACTION, self._endpoint_arn(name))
+            if request.access is not None:
+                request.authorize(INVOKE_ACTION, self._endpoint_arn(name))
             return await self._invoke_async(request, name)
         if name is not None and inference_id is not None and request.method == "GET":
-            request.authorize(STATUS_ACTION, self._endpoint_arn(name))
+            if request.access is not None:
+                request.authorize(STATUS_ACTION, self._endpoint_arn(name))
             return await self._status(request, name, inference_id)
         raise UnknownOperation(f"No operation matches {request.method} {request.path}.", status=404)
 

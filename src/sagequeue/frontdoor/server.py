@@ -273,7 +273,11 @@ class LaneProtocol(HttpToolsProtocol):
         ):
             self._headers_too_large = True
             raise _HeadersTooLarge
-        super().on_header(name, value)
+        # uvicorn's own on_header, inlined (this runs for every header of every request).
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -395,8 +399,14 @@ class LaneProtocol(HttpToolsProtocol):
                 await aclose()
 
 
-# The parts of uvicorn's protocol the lane overrides or calls (uvicorn 0.30 to 0.54).
+# The parts of uvicorn's protocol the lane and the limits override or call (uvicorn 0.30
+# to 0.54).
 _UVICORN_HOOKS = (
+    "connection_made",
+    "data_received",
+    "send_400_response",
+    "on_url",
+    "on_header",
     "on_message_begin",
     "on_headers_complete",
     "on_body",
