@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
-from sagequeue.config import ConfigError, Settings, load_access_keys
+from sagequeue.config import ConfigError, Settings, key_policies, load_access_keys
 from sagequeue.frontdoor.asgi import FrontDoor
 from sagequeue.frontdoor.http import Request, Response
 from sagequeue.frontdoor.sigv4 import SigV4Verifier
@@ -119,11 +120,13 @@ class Application:
             body = msgspec.json.encode({"status": "ok" if app.ready else "starting"})
             return Response(status, [("content-type", "application/json")], body)
 
+        settings = self.settings
         return FrontDoor(
-            SigV4Verifier(self.keys),
-            runtime=RuntimeApi(lambda: app.store, self.settings, self.on_enqueued),
-            control=ControlApi(lambda: app.control),
+            SigV4Verifier(self.keys, region=settings.region),
+            runtime=RuntimeApi(lambda: app.store, settings, self.on_enqueued),
+            control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects),
+            policies=key_policies(settings),
             ops={"/healthz": healthz},
             on_startup=[self.start],
             on_shutdown=[self.stop],
@@ -137,29 +140,44 @@ def _announce(app: Application) -> None:
     print(f"sagequeue: {verb} credentials in {path} (profile sagequeue)", flush=True)
 
 
-def run_server(settings: Settings) -> int:
-    """Run until SIGTERM / SIGINT; returns the exit code."""
+def run_server(
+    settings: Settings, on_secrets: Callable[[Iterable[str]], None] | None = None
+) -> int:
+    """Run until SIGTERM / SIGINT; returns the exit code. ``on_secrets`` learns the
+    secret keys in use (so that logging can redact them)."""
     app = Application(settings)
+    if on_secrets is not None:
+        on_secrets(app.keys.values())
     _announce(app)
     if not settings.runs_api:
         return asyncio.run(_run_worker_only(app))
     import uvicorn
 
-    from sagequeue.frontdoor.server import lane_protocol
+    from sagequeue.frontdoor.server import HttpLimits, lane_protocol, raise_file_limit
 
     front_door = app.frontdoor()
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=raise_file_limit(settings.max_connections),
+    )
     config = uvicorn.Config(
         front_door,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=lane_protocol(front_door),
+        http=lane_protocol(front_door, limits),
         ws="none",
         lifespan="on",
         access_log=False,
         # No proxy in front by default; its middleware costs every request.
         proxy_headers=False,
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level,
+        # Records go through the root handlers (and their redacting filter).
+        log_config=None,
+        timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)

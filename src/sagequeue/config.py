@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from sagequeue.domain.errors import StartupError
+from sagequeue.domain.policy import KeyPolicy, PolicyError, parse_policy, user_arn
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -26,6 +27,7 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(StartupError):
@@ -54,8 +56,23 @@ class Settings:
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS
     # Finished invocations are purged from the queue store this long after they ended.
     retention: float = DEFAULT_RETENTION_SECONDS
+    # Hosts that http(s):// model container Images may name (loopback ones are allowed
+    # without listing when the server listens on loopback; docs/security.md).
+    container_allow_hosts: list[str] = field(default_factory=list)
+    # HTTP limits, enforced before authentication (docs/security.md).
+    max_header_bytes: int = 64 * 1024  # request line + header block; 431 beyond
+    max_header_count: int = 256  # header fields per request; 431 beyond
+    header_timeout: float = 20.0  # seconds to receive a whole request head
+    keep_alive_timeout: float = 5.0  # seconds an idle connection is kept
+    body_timeout: float = 30.0  # seconds without a byte while a body is being received
+    max_connections: int = 1024  # open connections; more are refused with 503
+    max_control_body: int = 1024 * 1024  # control-plane request body, bytes
     # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
     access_keys: dict[str, str] = field(default_factory=dict)
+    # Policy documents of scoped keys (AccessKeyId -> IAM-style policy) and the user
+    # names they act as in refusals (AccessKeyId -> UserName).
+    key_policies: dict[str, Any] = field(default_factory=dict)
+    key_users: dict[str, str] = field(default_factory=dict)
     # SageMaker resources declared in the config file, in SageMaker's field names:
     # {"Models": [...CreateModel...], "EndpointConfigs": [...], "Endpoints": [...]}.
     resources: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -100,7 +117,24 @@ _SCALARS: dict[str, Any] = {
     "log_level": str,
     "max_instances": int,
     "worker_timeout": float,
+    "max_header_bytes": int,
+    "max_header_count": int,
+    "header_timeout": float,
+    "keep_alive_timeout": float,
+    "body_timeout": float,
+    "max_connections": int,
+    "max_control_body": int,
 }
+# Limits that must be positive (a zero or negative one would refuse everything).
+_POSITIVE = (
+    "max_header_bytes",
+    "max_header_count",
+    "header_timeout",
+    "keep_alive_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_control_body",
+)
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
 
@@ -144,12 +178,20 @@ def load_settings(
             raise ConfigError(f"{name.replace('_', '-')}: invalid value {value!r}") from None
     if settings.role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {settings.role!r}")
-    allow = flags.get("https_input_allow_hosts") or environ.get(env_var("https_input_allow_hosts"))
-    if allow is None:
-        allow = file_values.get("https_input_allow_hosts", [])
-    if isinstance(allow, str):
-        allow = [h.strip() for h in allow.split(",") if h.strip()]
-    settings.https_input_allow_hosts = list(allow)
+    settings.log_level = settings.log_level.lower()
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"log-level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}"
+        )
+    for name in _POSITIVE:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name.replace('_', '-')} must be positive")
+    settings.https_input_allow_hosts = _name_list(
+        flags, environ, file_values, "https_input_allow_hosts"
+    )
+    settings.container_allow_hosts = _name_list(
+        flags, environ, file_values, "container_allow_hosts"
+    )
     settings.endpoints = [
         name.lower() for name in _name_list(flags, environ, file_values, "endpoints")
     ]
@@ -164,9 +206,13 @@ def load_settings(
         )
     for item in file_values.get("access_keys", []) or []:
         try:
-            settings.access_keys[str(item["AccessKeyId"])] = str(item["SecretAccessKey"])
+            access_key = str(item["AccessKeyId"])
+            settings.access_keys[access_key] = str(item["SecretAccessKey"])
         except (KeyError, TypeError):
             raise ConfigError("access_keys entries need AccessKeyId and SecretAccessKey") from None
+        if item.get("Policy") is not None:
+            settings.key_policies[access_key] = item["Policy"]
+        settings.key_users[access_key] = str(item.get("UserName") or access_key)
     for key in _RESOURCE_KEYS:
         value = file_values.get(key) or []
         if not isinstance(value, list):
@@ -176,6 +222,7 @@ def load_settings(
     if not isinstance(buckets, list):
         raise ConfigError("Buckets in the config file must be a list")
     settings.buckets = buckets
+    key_policies(settings)  # a policy that cannot be used stops the start here
     return settings
 
 
@@ -216,6 +263,19 @@ def parse_duration(value: Any, name: str) -> float:
             "(a positive number of seconds, or with a unit: 90s, 15m, 12h, 7d)"
         )
     return seconds
+
+
+def key_policies(settings: Settings) -> dict[str, KeyPolicy]:
+    """The parsed policies of the config file's scoped keys; raises ConfigError naming
+    the key whose policy cannot be used."""
+    policies: dict[str, KeyPolicy] = {}
+    for access_key, document in settings.key_policies.items():
+        principal = user_arn(settings.account_id, settings.key_users.get(access_key, access_key))
+        try:
+            policies[access_key] = parse_policy(document, principal)
+        except PolicyError as exc:
+            raise ConfigError(f"access_keys: the Policy of {access_key}: {exc}") from None
+    return policies
 
 
 def read_credentials(path: Path) -> dict[str, str]:

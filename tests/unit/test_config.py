@@ -109,3 +109,50 @@ def test_bad_retention_is_a_config_error(value):
 def test_negative_max_instances_is_a_config_error():
     with pytest.raises(ConfigError, match="max-instances"):
         load_settings({"max_instances": -1}, environ={})
+
+
+def test_unknown_log_level_is_a_config_error():
+    with pytest.raises(ConfigError, match="log-level must be one of debug, info"):
+        load_settings({"log_level": "trace"}, environ={})
+    assert load_settings({"log_level": "DEBUG"}, environ={}).log_level == "debug"
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ConfigError, match="max-connections must be positive"):
+        load_settings({"max_connections": "0"}, environ={})
+
+
+def test_container_allow_hosts_from_flag_environment_or_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("container_allow_hosts: [model.internal]\n")
+    assert load_settings({}, str(config), environ={}).container_allow_hosts == ["model.internal"]
+    from_env = load_settings({}, environ={"SAGEQUEUE_CONTAINER_ALLOW_HOSTS": "a, b"})
+    assert from_env.container_allow_hosts == ["a", "b"]
+
+
+def test_scoped_key_policy_is_read_from_the_config_file(tmp_path):
+    from sagequeue.config import key_policies
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "access_keys:\n"
+        "  - {AccessKeyId: A, SecretAccessKey: s}\n"
+        "  - AccessKeyId: B\n"
+        "    SecretAccessKey: t\n"
+        "    UserName: bob\n"
+        "    Policy: {Statement: [{Effect: Allow, Action: 's3:*', Resource: '*'}]}\n"
+    )
+    settings = load_settings({}, str(config), environ={})
+    policies = key_policies(settings)
+    assert list(policies) == ["B"]
+    assert policies["B"].principal_arn == "arn:aws:iam::000000000000:user/bob"
+
+
+def test_unusable_policy_is_a_config_error(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "access_keys:\n  - AccessKeyId: B\n    SecretAccessKey: t\n"
+        "    Policy: {Statement: [{Effect: Allow, Action: 's3:*'}]}\n"
+    )
+    with pytest.raises(ConfigError, match="the Policy of B"):
+        load_settings({}, str(config), environ={})

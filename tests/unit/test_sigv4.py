@@ -195,12 +195,12 @@ def test_malformed_authorization_is_incomplete() -> None:
     assert caught.value.failure is AuthFailure.INCOMPLETE
 
 
-def test_missing_date_is_incomplete() -> None:
+def test_missing_date_is_missing_date() -> None:
     request = sign(SigV4Auth, "sagemaker", RUNTIME_URL)
     headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "x-amz-date"}
     with pytest.raises(SignatureError) as caught:
         parse_authorization(headers, {})
-    assert caught.value.failure is AuthFailure.INCOMPLETE
+    assert caught.value.failure is AuthFailure.MISSING_DATE
 
 
 def test_other_algorithm_is_incomplete() -> None:
@@ -221,10 +221,10 @@ def test_credential_without_scope_is_incomplete() -> None:
     assert caught.value.failure is AuthFailure.INCOMPLETE
 
 
-def test_presign_missing_parameters_is_incomplete() -> None:
+def test_presign_missing_parameters_is_query_malformed() -> None:
     with pytest.raises(SignatureError) as caught:
         parse_authorization({}, {"X-Amz-Signature": "abc"})
-    assert caught.value.failure is AuthFailure.INCOMPLETE
+    assert caught.value.failure is AuthFailure.QUERY_MALFORMED
 
 
 def test_signature_16_minutes_old_is_skewed() -> None:
@@ -266,9 +266,9 @@ def test_presigned_url_used_hours_later_within_its_expiry_is_accepted() -> None:
     assert verify(request, payload_hash=UNSIGNED_PAYLOAD, v=later).presigned
 
 
-def test_presign_expiry_over_seven_days_is_incomplete() -> None:
+def test_presign_expiry_over_seven_days_is_query_malformed() -> None:
     request = sign(S3SigV4QueryAuth, "s3", "http://h/b/k", method="GET", expires=604801)
-    assert failure_of(request, payload_hash=UNSIGNED_PAYLOAD) is AuthFailure.INCOMPLETE
+    assert failure_of(request, payload_hash=UNSIGNED_PAYLOAD) is AuthFailure.QUERY_MALFORMED
 
 
 def test_host_must_be_signed() -> None:
@@ -309,3 +309,55 @@ def test_dates_are_read_as_utc_whatever_the_local_time_zone(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+# ------------------------------------------------------------------ scope, presign, S3 headers
+
+
+def test_scope_naming_another_region_is_wrong_region() -> None:
+    request = sign(SigV4Auth, "sagemaker", RUNTIME_URL)
+    here = SigV4Verifier({ACCESS: SECRET}, region="eu-west-1", clock=lambda: NOW.timestamp())
+    with pytest.raises(SignatureError) as caught:
+        verify(request, v=here)
+    assert caught.value.failure is AuthFailure.WRONG_REGION
+    assert caught.value.extra == {"Region": "eu-west-1"}
+
+
+def test_scope_naming_this_region_verifies() -> None:
+    here = SigV4Verifier({ACCESS: SECRET}, region=REGION, clock=lambda: NOW.timestamp())
+    assert verify(sign(SigV4Auth, "sagemaker", RUNTIME_URL), v=here)
+
+
+def test_presigned_url_dated_beyond_the_skew_is_not_yet_valid() -> None:
+    request = sign(S3SigV4QueryAuth, "s3", "http://h/b/k", method="GET", expires=604800)
+    earlier = verifier(at=NOW - datetime.timedelta(days=30))
+    with pytest.raises(SignatureError) as caught:
+        verify(request, payload_hash=UNSIGNED_PAYLOAD, v=earlier)
+    assert caught.value.failure is AuthFailure.NOT_YET_VALID
+
+
+def test_presigned_url_without_expiry_is_query_malformed() -> None:
+    request = sign(S3SigV4QueryAuth, "s3", "http://h/b/k", method="GET", expires=60)
+    request.url = request.url.replace("X-Amz-Expires=60&", "")
+    assert failure_of(request, payload_hash=UNSIGNED_PAYLOAD) is AuthFailure.QUERY_MALFORMED
+
+
+def test_unsigned_x_amz_header_on_s3_is_headers_not_signed() -> None:
+    request = sign(S3SigV4Auth, "s3", "http://127.0.0.1:8765/b/k", method="PUT", body=b"x")
+    request.headers["x-amz-copy-source"] = "/b/other"
+    with pytest.raises(SignatureError) as caught:
+        verify(request)
+    assert caught.value.failure is AuthFailure.HEADERS_NOT_SIGNED
+    assert caught.value.extra == {"HeadersNotSigned": "x-amz-copy-source"}
+
+
+def test_unsigned_content_sha256_is_tolerated_on_s3() -> None:
+    request = sign(S3SigV4QueryAuth, "s3", "http://h/b/k", method="GET", expires=60)
+    request.headers["x-amz-content-sha256"] = UNSIGNED_PAYLOAD
+    assert verify(request, payload_hash=UNSIGNED_PAYLOAD).presigned
+
+
+def test_unsigned_x_amz_headers_are_not_checked_for_sagemaker() -> None:
+    request = sign(SigV4Auth, "sagemaker", RUNTIME_URL)
+    request.headers["x-amz-extra"] = "1"
+    assert verify(request)

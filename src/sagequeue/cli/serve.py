@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from sagequeue.config import ROLES, ConfigError, load_settings
@@ -58,7 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long finished invocations stay in the queue store before they are "
         "purged: seconds or 90s, 15m, 12h, 7d (default 7d); output objects are never deleted",
     )
+    parser.add_argument(
+        "--container-allow-hosts",
+        help="comma-separated hosts that http(s):// model container Images may name "
+        "(loopback is allowed by default when listening on loopback)",
+    )
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
+    limits = parser.add_argument_group(
+        "HTTP limits (enforced before authentication; see docs/security.md)"
+    )
+    limits.add_argument(
+        "--max-header-bytes", help="request line and headers, bytes (default 65536; 431 beyond)"
+    )
+    limits.add_argument(
+        "--max-header-count", help="header fields per request (default 256; 431 beyond)"
+    )
+    limits.add_argument("--header-timeout", help="seconds to receive a request's head (default 20)")
+    limits.add_argument(
+        "--keep-alive-timeout", help="seconds an idle connection is kept open (default 5)"
+    )
+    limits.add_argument(
+        "--body-timeout",
+        help="seconds without a byte while a request body is received (default 30)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        help="open connections; further ones are answered 503 and closed (default 1024)",
+    )
+    limits.add_argument(
+        "--max-control-body", help="control-plane request body, bytes (default 1048576)"
+    )
     return parser
 
 
@@ -70,14 +98,13 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"sagequeue serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from sagequeue.cli.logs import configure_logging
+
+    redact = configure_logging(settings.log_level, settings.access_keys.values())
     from sagequeue.app import run_server
 
     try:
-        return run_server(settings)
+        return run_server(settings, on_secrets=redact.add_secrets)
     except ConfigError as exc:
         print(f"sagequeue serve: {exc}", file=sys.stderr)
         return 2

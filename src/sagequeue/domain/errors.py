@@ -103,11 +103,37 @@ class AuthFailure(enum.Enum):
     UNKNOWN_KEY = "unknown_key"  # access key id not known
     SKEWED = "skewed"  # X-Amz-Date too far from server time
     EXPIRED = "expired"  # presigned URL past X-Amz-Expires
+    MISSING_DATE = "missing_date"  # header form without X-Amz-Date
+    QUERY_MALFORMED = "query_malformed"  # presign query parameters missing or invalid
+    NOT_YET_VALID = "not_yet_valid"  # presigned URL dated in the future
+    WRONG_REGION = "wrong_region"  # credential scope names another region
+    WRONG_SERVICE = "wrong_service"  # credential scope names another service
+    HEADERS_NOT_SIGNED = "headers_not_signed"  # S3: an x-amz-* header outside the signature
 
 
 class SignatureError(ServiceError):
     status = 403
 
-    def __init__(self, failure: AuthFailure, message: str) -> None:
-        super().__init__(message, code=failure.value)
+    def __init__(
+        self, failure: AuthFailure, message: str, *, extra: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code=failure.value, extra=extra)
         self.failure = failure
+        # The presign query form (S3 names some of its failures differently).
+        self.presigned = False
+        # S3's wording where it differs from the JSON APIs' (``message``).
+        self.s3_message: str | None = None
+
+
+class AccessDenied(ServiceError):
+    """A verified key whose policy does not allow the action on the resource. Each
+    protocol renders it in its own shape (S3: AccessDenied 403; the JSON APIs:
+    AccessDeniedException 400)."""
+
+    code = "AccessDenied"
+    status = 403
+
+    def __init__(self, message: str, *, action: str, resource: str) -> None:
+        super().__init__(message)
+        self.action = action
+        self.resource = resource

@@ -11,6 +11,7 @@ from sagequeue.domain.validation import (
     StringRule,
     validation_message,
     violation,
+    wire_int,
 )
 
 MAX_INLINE_BODY_BYTES = 128_000
@@ -85,7 +86,7 @@ def _parse_int(text: str | None, rule: IntegerRule, default: int, out: list[str]
     if text is None:
         return default
     try:
-        value = int(text.strip())
+        value = wire_int(text, signed=True)
     except ValueError:
         out.append(violation(text, rule.path, "Member must be an integer"))
         return default

@@ -74,6 +74,36 @@ def raise_if_invalid(violations: list[str], error: type[ServiceError]) -> None:
 
 
 # ======================================================================================
+# Integers on the wire
+# ======================================================================================
+
+_DECIMAL = re.compile(r"-?[0-9]+", re.ASCII)
+_UNSIGNED_DECIMAL = re.compile(r"[0-9]+", re.ASCII)
+_HEX = re.compile(r"[0-9a-fA-F]+", re.ASCII)
+# Far past any count AWS takes: bounds the work of converting an attacker's digits.
+_MAX_DIGITS = 64
+
+
+def wire_int(text: str, *, signed: bool = False) -> int:
+    """An integer as AWS reads one from a header, query parameter or XML element: ASCII
+    digits only, with a leading '-' only where ``signed``. Python's ``int()`` would also
+    take '+600', '6_0_0', surrounding blanks and non-ASCII digits; AWS takes none of them.
+    Raises ValueError."""
+    pattern = _DECIMAL if signed else _UNSIGNED_DECIMAL
+    if len(text) > _MAX_DIGITS or pattern.fullmatch(text) is None:
+        raise ValueError(f"not an integer: {text!r}")
+    return int(text)
+
+
+def wire_hex(text: str) -> int:
+    """A hexadecimal size (aws-chunked chunk sizes): ASCII hex digits only, no '0x',
+    sign or '_'. Raises ValueError."""
+    if len(text) > _MAX_DIGITS or _HEX.fullmatch(text) is None:
+        raise ValueError(f"not a hexadecimal number: {text!r}")
+    return int(text, 16)
+
+
+# ======================================================================================
 # Single-member rules (the runtime API's flat members)
 # ======================================================================================
 
@@ -175,16 +205,57 @@ _Check = Callable[[Any, str, list[str]], None]
 class ShapeValidator:
     """Validates a decoded JSON document against a botocore input shape: required
     members, types, lengths, ranges, enums and patterns, recursively. Compiled once
-    per shape; unknown members are ignored, as botocore's own validator would refuse
-    them client-side and AWS ignores them."""
+    per shape; unknown members are not checked (botocore's own validator refuses them
+    client-side and SageMaker ignores them): ``prune`` drops them."""
 
     shape: Any
     _cache: dict[str, _Check] = field(default_factory=dict)
+    _prune_cache: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     def validate(self, params: Mapping[str, Any]) -> list[str]:
         violations: list[str] = []
         self._check_for(self.shape)(params, "", violations)
         return violations
+
+    def prune(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of ``params`` holding only the members the model defines, at every
+        level: unknown members are dropped (as SageMaker ignores them), so they are
+        never stored or echoed back."""
+        return self._prune_for(self.shape)(params)
+
+    def _prune_for(self, shape: Any) -> Callable[[Any], Any]:
+        prune = self._prune_cache.get(shape.name)
+        if prune is None:
+            # Placeholder first, so recursive shapes terminate.
+            self._prune_cache[shape.name] = lambda value: self._prune_cache[shape.name](value)
+            prune = self._compile_prune(shape)
+            self._prune_cache[shape.name] = prune
+        return prune
+
+    def _compile_prune(self, shape: Any) -> Callable[[Any], Any]:
+        kind = shape.type_name
+        if kind == "structure":
+            members = [(name, self._prune_for(member)) for name, member in shape.members.items()]
+
+            def prune_structure(value: Any) -> Any:
+                if not isinstance(value, Mapping):
+                    return value
+                return {name: prune(value[name]) for name, prune in members if name in value}
+
+            return prune_structure
+        if kind == "list":
+            prune_item = self._prune_for(shape.member)
+            return lambda value: (
+                [prune_item(item) for item in value] if isinstance(value, list) else value
+            )
+        if kind == "map":
+            prune_value = self._prune_for(shape.value)
+            return lambda value: (
+                {key: prune_value(item) for key, item in value.items()}
+                if isinstance(value, Mapping)
+                else value
+            )
+        return lambda value: value
 
     def _check_for(self, shape: Any) -> _Check:
         check = self._cache.get(shape.name)

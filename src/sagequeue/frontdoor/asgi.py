@@ -5,33 +5,44 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sagequeue.domain.errors import (
+    AuthFailure,
     ServiceError,
     SignatureError,
     StartupError,
     UnknownOperation,
-    ValidationError,
 )
 from sagequeue.domain.ids import new_id
+from sagequeue.domain.policy import KeyPolicy
+from sagequeue.domain.validation import wire_int
 from sagequeue.frontdoor.errors import WireProtocol, error_response
 from sagequeue.frontdoor.http import Request, RequestTooLarge, Response, decode_headers
 from sagequeue.frontdoor.sigv4 import UNSIGNED_PAYLOAD, SigV4Verifier, parse_authorization
 
 log = logging.getLogger(__name__)
 
-# Largest body read whole for the JSON APIs; InvokeEndpointAsync's own Body limit
-# (128,000 bytes) is checked by the runtime API with a clearer message.
-MAX_JSON_BODY = 6 * 1024 * 1024
+# The control plane's largest request body by default (its largest inputs, with every
+# list and map at its model maximum, stay far below this).
+MAX_CONTROL_BODY = 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ApiHandler(Protocol):
     protocol: WireProtocol
 
     async def handle(self, request: Request) -> Response: ...
+
+
+class JsonApiHandler(ApiHandler, Protocol):
+    # Largest body the API takes: longer ones are refused before they are read.
+    max_body: int
+
+    def body_too_large(self) -> ServiceError: ...
 
 
 OpsHandler = Callable[[Request], Awaitable[Response]]
@@ -43,9 +54,10 @@ class FrontDoor:
         self,
         verifier: SigV4Verifier,
         *,
-        runtime: ApiHandler,
-        control: ApiHandler,
+        runtime: JsonApiHandler,
+        control: JsonApiHandler,
         s3: ApiHandler,
+        policies: dict[str, KeyPolicy] | None = None,
         ops: dict[str, OpsHandler] | None = None,
         on_startup: list[LifespanHook] | None = None,
         on_shutdown: list[LifespanHook] | None = None,
@@ -54,6 +66,8 @@ class FrontDoor:
         self.runtime = runtime
         self.control = control
         self.s3 = s3
+        # Access key id -> its policy; keys without one may do everything.
+        self.policies = policies or {}
         self.ops = ops or {}
         self.on_startup = on_startup or []
         self.on_shutdown = on_shutdown or []
@@ -123,7 +137,7 @@ class FrontDoor:
                     request.auth = verify_presigned_v2(
                         self.verifier.secret_key, request, time.time()
                     )
-                    return await self.s3.handle(request)
+                    return await self._s3(request)
             presign_query = request.query if "X-Amz-" in request.query_string else {}
             parts = parse_authorization(headers, presign_query)
             if parts.service == "s3":
@@ -132,7 +146,7 @@ class FrontDoor:
                 request.auth = self.verifier.verify(
                     parts, method, request.raw_path, request.query_string, headers, payload_hash
                 )
-                return await self.s3.handle(request)
+                return await self._s3(request)
             if parts.service != "sagemaker":
                 raise UnknownOperation(
                     f"Service '{parts.service}' is not offered here: this endpoint serves "
@@ -140,29 +154,86 @@ class FrontDoor:
                 )
             handler = self.control if "x-amz-target" in headers else self.runtime
             protocol = handler.protocol
-            try:
-                body = await request.read_body(MAX_JSON_BODY)
-            except RequestTooLarge:
-                raise ValidationError(
-                    f"Request body exceeds the maximum of {MAX_JSON_BODY} bytes."
-                ) from None
-            request.auth = self.verifier.verify(
-                parts,
-                method,
-                request.raw_path,
-                request.query_string,
-                headers,
-                hashlib.sha256(body).hexdigest(),
-            )
+            # Everything the headers prove (a known key, a fresh date, this region) is
+            # checked before a byte of the body is read, and a body longer than the API
+            # takes is refused from its declared length.
+            self.verifier.check_scope(parts)
+            declared = headers.get("content-length")
+            if declared is not None:
+                try:
+                    too_large = wire_int(declared) > handler.max_body
+                except ValueError:
+                    too_large = False  # the HTTP parser has refused it already
+                if too_large:
+                    raise handler.body_too_large()
+            signed_hash = headers.get("x-amz-content-sha256")
+            if (
+                signed_hash is not None
+                and "x-amz-content-sha256" in parts.signed_headers
+                and _SHA256_HEX.fullmatch(signed_hash)
+            ):
+                # The client signed the body's hash: the signature is checked first, then
+                # the body against the hash.
+                request.auth = self.verifier.verify(
+                    parts,
+                    method,
+                    request.raw_path,
+                    request.query_string,
+                    headers,
+                    signed_hash,
+                    scope_checked=True,
+                )
+                body = await self._read_body(request, handler)
+                if hashlib.sha256(body).hexdigest() != signed_hash:
+                    raise SignatureError(
+                        AuthFailure.MISMATCH,
+                        "The provided 'x-amz-content-sha256' header does not match what "
+                        "was computed.",
+                    )
+            else:
+                body = await self._read_body(request, handler)
+                request.auth = self.verifier.verify(
+                    parts,
+                    method,
+                    request.raw_path,
+                    request.query_string,
+                    headers,
+                    hashlib.sha256(body).hexdigest(),
+                    scope_checked=True,
+                )
+            request.access = self.policies.get(parts.access_key)
             return await handler.handle(request)
         except ServiceError as exc:
             if not isinstance(exc, SignatureError):
                 log.debug("request %s failed: %r", request.request_id, exc)
-            return error_response(exc, protocol, request.request_id, request.path)
+            response = error_response(exc, protocol, request.request_id, request.path)
         except ConnectionError:
             return Response(400)
         except Exception as exc:
-            return error_response(exc, protocol, request.request_id, request.path)
+            response = error_response(exc, protocol, request.request_id, request.path)
+        if request.body_unread and not any(name == "connection" for name, _ in response.headers):
+            # The unread body must not be parsed as the next request; closing also spares
+            # reading it.
+            response.headers.append(("connection", "close"))
+        return response
+
+    async def _s3(self, request: Request) -> Response:
+        assert request.auth is not None
+        access = self.policies.get(request.auth.access_key)
+        if access is not None:
+            from sagequeue.frontdoor.s3_access import s3_permissions
+
+            request.access = access
+            for action, resource in s3_permissions(request):
+                access.check(action, resource)
+        return await self.s3.handle(request)
+
+    @staticmethod
+    async def _read_body(request: Request, handler: JsonApiHandler) -> bytes:
+        try:
+            return await request.read_body(handler.max_body)
+        except RequestTooLarge:
+            raise handler.body_too_large() from None
 
 
 def _guess_protocol(request: Request) -> WireProtocol:

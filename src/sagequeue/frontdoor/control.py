@@ -19,6 +19,11 @@ from typing import Any, Protocol
 import msgspec
 
 from sagequeue.config import Settings
+from sagequeue.domain.containers import (
+    ContainerUrlError,
+    check_container_host,
+    is_container_image,
+)
 from sagequeue.domain.errors import (
     ServiceError,
     ServiceUnavailable,
@@ -38,7 +43,7 @@ from sagequeue.domain.resources import (
     resource_arn,
     variant_names,
 )
-from sagequeue.domain.validation import ShapeValidator, raise_if_invalid
+from sagequeue.domain.validation import ShapeValidator, raise_if_invalid, wire_int
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.http import Request, Response, json_response
 from sagequeue.ports import FleetStore, MetadataStore, Resource, ResourceKind
@@ -63,6 +68,21 @@ def _validator(action: str) -> ShapeValidator:
     model = botocore.session.get_session().get_service_model("sagemaker")
     return ShapeValidator(model.operation_model(action).input_shape)
 
+
+# The resource each action acts on (kind, name member), for key policies; List*
+# actions act on no single resource ("*" in IAM).
+_ACTION_RESOURCES = {
+    "CreateModel": (ResourceKind.MODEL, "ModelName"),
+    "DescribeModel": (ResourceKind.MODEL, "ModelName"),
+    "DeleteModel": (ResourceKind.MODEL, "ModelName"),
+    "CreateEndpointConfig": (ResourceKind.ENDPOINT_CONFIG, "EndpointConfigName"),
+    "DescribeEndpointConfig": (ResourceKind.ENDPOINT_CONFIG, "EndpointConfigName"),
+    "DeleteEndpointConfig": (ResourceKind.ENDPOINT_CONFIG, "EndpointConfigName"),
+    "CreateEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
+    "DescribeEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
+    "UpdateEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
+    "DeleteEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
+}
 
 _KIND_WORDS = {
     ResourceKind.MODEL: "model",
@@ -117,8 +137,10 @@ class ControlPlane:
                 + ", ".join(self._actions)
                 + "."
             )
-        raise_if_invalid(_validator(action).validate(params), ValidationException)
-        return await handler(params)
+        validator = _validator(action)
+        raise_if_invalid(validator.validate(params), ValidationException)
+        # Members the model does not define are dropped, never stored or echoed.
+        return await handler(validator.prune(params))
 
     # ------------------------------------------------------------------ helpers
 
@@ -198,6 +220,15 @@ class ControlPlane:
             raise ValidationException(
                 "Either PrimaryContainer or Containers must be specified for a model."
             )
+        for container in [params.get("PrimaryContainer") or {}, *containers]:
+            image = container.get("Image")
+            if isinstance(image, str) and is_container_image(image):
+                try:
+                    check_container_host(
+                        image, self._settings.container_allow_hosts, self._settings.host
+                    )
+                except ContainerUrlError as exc:
+                    raise ValidationException(str(exc)) from None
         doc = _stored_params(params)
         doc["ModelArn"] = self.arn(ResourceKind.MODEL, name)
         doc["CreationTime"] = self._clock()
@@ -444,7 +475,7 @@ class ControlPlane:
         name = params.get(name_key)
         existing = await self._store.get_resource(kind, name) if isinstance(name, str) else None
         if existing is not None:
-            if _declared_part(existing.doc) == _stored_params(params):
+            if _declared_part(existing.doc) == _stored_params(_validator(action).prune(params)):
                 return
             # Check the new declaration before the old resource is dropped for it.
             raise_if_invalid(_validator(action).validate(params), ValidationException)
@@ -504,8 +535,8 @@ def _decode_token(token: Any) -> int:
         return 0
     try:
         kind, _, value = base64.urlsafe_b64decode(str(token).encode()).decode().partition(":")
-        if kind == "offset" and int(value) >= 0:
-            return int(value)
+        if kind == "offset":
+            return wire_int(value)
     except (ValueError, UnicodeDecodeError):
         pass
     raise ValidationException("The NextToken is invalid.")
@@ -516,10 +547,23 @@ class ControlApi:
 
     protocol = WireProtocol.JSON
 
-    def __init__(self, get_control: Callable[[], ControlPlane | None]) -> None:
+    def __init__(
+        self,
+        get_control: Callable[[], ControlPlane | None],
+        settings: Settings,
+        *,
+        max_body: int = 1024 * 1024,
+    ) -> None:
         self._get_control = get_control
+        self._settings = settings
+        self.max_body = max_body
         self._decoder = msgspec.json.Decoder()
         self._encoder = msgspec.json.Encoder()
+
+    def body_too_large(self) -> ServiceError:
+        return ValidationException(
+            f"Request body exceeds the maximum of {self.max_body} bytes (max_control_body)."
+        )
 
     async def handle(self, request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
@@ -532,14 +576,32 @@ class ControlApi:
                 params = self._decoder.decode(body)
             except msgspec.DecodeError as exc:
                 raise SerializationException(f"Request body is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise SerializationException(
+                    "Request body is nested too deeply to be read."
+                ) from None
             if not isinstance(params, dict):
                 raise SerializationException("Request body must be a JSON object.")
         else:
             params = {}
+        if request.access is not None:
+            request.authorize("sagemaker:" + action, self._resource(action, params))
         control = self._get_control()
         if control is None:
             raise ServiceUnavailable("The server is starting; retry shortly.")
         result = await control.call(action, params)
         return json_response(
             200, self._encoder.encode(result), [("x-amzn-requestid", request.request_id)]
+        )
+
+    def _resource(self, action: str, params: dict[str, Any]) -> str:
+        """The ARN a key policy is evaluated against for this call."""
+        kind_and_member = _ACTION_RESOURCES.get(action)
+        if kind_and_member is None:
+            return "*"
+        kind, member = kind_and_member
+        name = params.get(member)
+        settings = self._settings
+        return resource_arn(
+            settings.region, settings.account_id, kind, name if isinstance(name, str) else "*"
         )

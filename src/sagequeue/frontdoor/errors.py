@@ -8,7 +8,13 @@ from xml.sax.saxutils import escape
 
 import msgspec
 
-from sagequeue.domain.errors import AuthFailure, InternalFailure, ServiceError, SignatureError
+from sagequeue.domain.errors import (
+    AccessDenied,
+    AuthFailure,
+    InternalFailure,
+    ServiceError,
+    SignatureError,
+)
 from sagequeue.frontdoor.http import Response
 
 log = logging.getLogger(__name__)
@@ -28,7 +34,14 @@ _JSON_AUTH: dict[AuthFailure, tuple[str, int]] = {
     AuthFailure.UNKNOWN_KEY: ("UnrecognizedClientException", 403),
     AuthFailure.SKEWED: ("InvalidSignatureException", 403),
     AuthFailure.EXPIRED: ("InvalidSignatureException", 403),
+    AuthFailure.MISSING_DATE: ("IncompleteSignature", 403),
+    AuthFailure.QUERY_MALFORMED: ("IncompleteSignature", 403),
+    AuthFailure.NOT_YET_VALID: ("InvalidSignatureException", 403),
+    AuthFailure.WRONG_REGION: ("InvalidSignatureException", 403),
+    AuthFailure.WRONG_SERVICE: ("InvalidSignatureException", 403),
+    AuthFailure.HEADERS_NOT_SIGNED: ("InvalidSignatureException", 403),
 }
+# S3's (code, status, message); a message of None keeps the exception's own.
 _S3_AUTH: dict[AuthFailure, tuple[str, int, str | None]] = {
     AuthFailure.MISSING: ("AccessDenied", 403, "Access Denied"),
     AuthFailure.INCOMPLETE: ("AuthorizationHeaderMalformed", 400, None),
@@ -49,6 +62,16 @@ _S3_AUTH: dict[AuthFailure, tuple[str, int, str | None]] = {
         "The difference between the request time and the current time is too large.",
     ),
     AuthFailure.EXPIRED: ("AccessDenied", 403, "Request has expired"),
+    AuthFailure.MISSING_DATE: (
+        "AccessDenied",
+        403,
+        "AWS authentication requires a valid Date or x-amz-date header",
+    ),
+    AuthFailure.QUERY_MALFORMED: ("AuthorizationQueryParametersError", 400, None),
+    AuthFailure.NOT_YET_VALID: ("AccessDenied", 403, "Request is not yet valid"),
+    AuthFailure.WRONG_REGION: ("AuthorizationHeaderMalformed", 400, None),
+    AuthFailure.WRONG_SERVICE: ("AuthorizationHeaderMalformed", 400, None),
+    AuthFailure.HEADERS_NOT_SIGNED: ("AccessDenied", 403, None),
 }
 
 
@@ -62,16 +85,22 @@ def error_response(
             exc.code = "InternalError"
             exc.message = "We encountered an internal error. Please try again."
     code, status, message = exc.code, exc.status, exc.message
+    extra = exc.extra
     if isinstance(exc, SignatureError):
         if protocol is WireProtocol.REST_XML:
             code, status, s3_message = _S3_AUTH[exc.failure]
-            message = s3_message or message
+            message = s3_message or exc.s3_message or message
+            if exc.failure is AuthFailure.WRONG_REGION and exc.presigned:
+                code = "AuthorizationQueryParametersError"
         else:
             code, status = _JSON_AUTH[exc.failure]
+    elif isinstance(exc, AccessDenied) and protocol is not WireProtocol.REST_XML:
+        # The JSON APIs' name and status for the same refusal (AWS's common errors).
+        code, status = "AccessDeniedException", 400
     # A message may quote a header value holding bytes that are not UTF-8.
     message = message.encode("utf-8", "replace").decode("utf-8")
     if protocol is WireProtocol.REST_XML:
-        return _xml_error(code, status, message, request_id, resource, exc.extra)
+        return _xml_error(code, status, message, request_id, resource, extra)
     body = msgspec.json.encode({"__type": code, "message": message})
     headers = [
         (

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sagequeue.domain.policy import KeyPolicy
 from sagequeue.frontdoor.sigv4 import AuthContext
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -41,6 +42,8 @@ class Request:
     receive: Receive
     body: bytes | None = None  # set when the front door read the whole body
     auth: AuthContext | None = None
+    # The signing key's policy; None: the key may do everything.
+    access: KeyPolicy | None = None
     _query: dict[str, str] | None = field(default=None, repr=False)
     _query_list: list[tuple[str, str]] | None = field(default=None, repr=False)
     _body_consumed: bool = field(default=False, repr=False)
@@ -57,6 +60,22 @@ class Request:
         if self._query_list is None:
             self._query_list = parse_qsl(self.query_string, keep_blank_values=True)
         return self._query_list
+
+    def authorize(self, action: str, resource: str) -> None:
+        """Raise AccessDenied unless the signing key may do ``action`` on ``resource``."""
+        if self.access is not None:
+            self.access.check(action, resource)
+
+    @property
+    def body_unread(self) -> bool:
+        """The request declares a body that nobody has read (nor started to)."""
+        if self.body is not None or self._body_consumed:
+            return False
+        headers = self.headers
+        return "transfer-encoding" in headers or headers.get("content-length", "0") not in (
+            "",
+            "0",
+        )
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The raw body, chunk by chunk as it arrives (never buffered whole)."""

@@ -18,11 +18,17 @@ import msgspec
 from sagequeue.config import Settings
 from sagequeue.domain.errors import ServiceError, UnknownOperation, ValidationError
 from sagequeue.domain.invocation import (
+    MAX_INLINE_BODY_BYTES,
     AsyncInvocationInput,
     result_locations,
     validate_invocation,
 )
-from sagequeue.domain.resources import INVOCABLE_STATUSES, async_output_paths, choose_variant
+from sagequeue.domain.resources import (
+    INVOCABLE_STATUSES,
+    async_output_paths,
+    choose_variant,
+    resource_arn,
+)
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.http import Request, Response
 from sagequeue.ports import Invocation, MetadataStore, QueueStore, ResourceKind
@@ -33,6 +39,10 @@ ENDPOINT_CACHE_SECONDS = 0.5
 
 _ENDPOINTS_PREFIX = "/endpoints/"
 _INVOCATIONS = "async-invocations"
+# The IAM action names a key policy uses for the runtime API. The status call is this
+# server's own extension, so its action is too (docs/security.md).
+INVOKE_ACTION = "sagemaker:InvokeEndpointAsync"
+STATUS_ACTION = "sagemaker:DescribeInferenceStatus"
 
 
 class RuntimeStore(QueueStore, MetadataStore, Protocol):
@@ -64,6 +74,15 @@ _encode = msgspec.json.Encoder().encode
 
 class RuntimeApi:
     protocol = WireProtocol.REST_JSON
+    # InvokeEndpointAsync's inline Body limit; the status call has no body.
+    max_body = MAX_INLINE_BODY_BYTES
+
+    @staticmethod
+    def body_too_large() -> ServiceError:
+        return ValidationError(
+            "1 validation error detected: Value at 'body' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {MAX_INLINE_BODY_BYTES}"
+        )
 
     def __init__(
         self,
@@ -83,10 +102,18 @@ class RuntimeApi:
     async def handle(self, request: Request) -> Response:
         name, inference_id = _parse_path(request.raw_path)
         if name is not None and inference_id is None and request.method == "POST":
+            if request.access is not None:
+                request.authorize(INVOKE_ACTION, self._endpoint_arn(name))
             return await self._invoke_async(request, name)
         if name is not None and inference_id is not None and request.method == "GET":
+            if request.access is not None:
+                request.authorize(STATUS_ACTION, self._endpoint_arn(name))
             return await self._status(request, name, inference_id)
         raise UnknownOperation(f"No operation matches {request.method} {request.path}.", status=404)
+
+    def _endpoint_arn(self, name: str) -> str:
+        settings = self._settings
+        return resource_arn(settings.region, settings.account_id, ResourceKind.ENDPOINT, name)
 
     # ------------------------------------------------------------------ InvokeEndpointAsync
 
@@ -107,6 +134,12 @@ class RuntimeApi:
                 body=request.body,
             )
         )
+        if request.access is not None and valid.input_location is not None:
+            # No execution role stands between a caller and the input here: the server
+            # reads it, so a scoped key must itself be allowed to read it.
+            input_arn = s3_object_arn(valid.input_location)
+            if input_arn is not None:
+                request.authorize("s3:GetObject", input_arn)
         store = self._get_store()
         endpoint = await self._endpoint(store, endpoint_name)
         settings = self._settings
@@ -194,6 +227,13 @@ class RuntimeApi:
             [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
             _encode(body),
         )
+
+
+def s3_object_arn(location: str) -> str | None:
+    """The object ARN of an ``s3://bucket/key`` location (None for other schemes)."""
+    if not location.startswith("s3://"):
+        return None
+    return "arn:aws:s3:::" + location[len("s3://") :]
 
 
 def _parse_path(raw_path: str) -> tuple[str | None, str | None]:

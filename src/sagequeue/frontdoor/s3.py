@@ -17,11 +17,16 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
-from sagequeue.domain.errors import AuthFailure, S3Error, ServiceError, SignatureError
+from sagequeue.domain.errors import AccessDenied, AuthFailure, S3Error, ServiceError, SignatureError
+from sagequeue.domain.validation import wire_int
 from sagequeue.frontdoor.errors import WireProtocol, error_response
 from sagequeue.frontdoor.http import Request, RequestTooLarge, Response
 from sagequeue.frontdoor.s3_chunked import upload_body
-from sagequeue.frontdoor.sigv4 import AuthContext
+from sagequeue.frontdoor.sigv4 import (
+    MAX_CLOCK_SKEW_SECONDS,
+    MAX_PRESIGN_EXPIRES_SECONDS,
+    AuthContext,
+)
 from sagequeue.ports import ObjectInfo
 from sagequeue.stores.objects import (
     MAX_SINGLE_PUT,
@@ -149,7 +154,7 @@ def _int_param(query: dict[str, str], name: str, default: int, maximum: int) -> 
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = wire_int(raw, signed=True)
     except ValueError:
         raise S3Error(
             "Provided " + name + " not an integer or within integer range",
@@ -194,12 +199,12 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
         return None
     try:
         if first_text == "":
-            suffix = int(last_text)
+            suffix = wire_int(last_text)
             if suffix <= 0 or size == 0:
                 raise _invalid_range(size)
             return max(0, size - suffix), size - 1
-        first = int(first_text)
-        last = int(last_text) if last_text else size - 1
+        first = wire_int(first_text)
+        last = wire_int(last_text) if last_text else size - 1
     except ValueError:
         return None
     if first > last and last_text:
@@ -454,8 +459,9 @@ class S3Api:
         for key in keys:
             try:
                 check_key(key)
+                request.authorize("s3:DeleteObject", f"arn:aws:s3:::{bucket}/{key}")
                 await self.store.delete_object(bucket, key)
-            except S3Error as exc:
+            except (S3Error, AccessDenied) as exc:
                 results.append(
                     f"<Error>{_el('Key', key)}{_el('Code', exc.code)}"
                     f"{_el('Message', exc.message)}</Error>"
@@ -599,7 +605,7 @@ class S3Api:
         if upload_id is None:
             raise S3Error("partNumber requires uploadId", code="InvalidRequest", status=400)
         try:
-            part_number = int(query.get("partNumber", ""))
+            part_number = wire_int(query.get("partNumber", ""))
         except ValueError:
             raise _invalid_part_number() from None
         await self.store.list_parts(bucket, key, upload_id)  # NoSuchUpload before the body
@@ -627,7 +633,7 @@ class S3Api:
         parts: list[tuple[int, str]] = []
         for element in root.findall("Part"):
             try:
-                number = int((element.findtext("PartNumber") or "").strip())
+                number = wire_int((element.findtext("PartNumber") or "").strip())
             except ValueError:
                 raise _malformed_xml() from None
             parts.append((number, (element.findtext("ETag") or "").strip().strip('"')))
@@ -921,11 +927,18 @@ def verify_presigned_v2(
     if secret is None:
         raise SignatureError(AuthFailure.UNKNOWN_KEY, "The AWS Access Key Id does not exist.")
     try:
-        expires_at = int(expires)
+        expires_at = wire_int(expires)
     except ValueError:
-        raise SignatureError(AuthFailure.INCOMPLETE, "Invalid Expires value") from None
+        raise SignatureError(AuthFailure.QUERY_MALFORMED, "Invalid Expires value") from None
     if now > expires_at:
         raise SignatureError(AuthFailure.EXPIRED, "Request has expired")
+    if expires_at > now + MAX_PRESIGN_EXPIRES_SECONDS + MAX_CLOCK_SKEW_SECONDS:
+        # SigV2 URLs carry no signing time: they are held to SigV4's longest life from
+        # now, so that no URL outlives a week.
+        raise SignatureError(
+            AuthFailure.QUERY_MALFORMED,
+            "Expires must be less than a week (604800 seconds) from now.",
+        )
     headers = request.headers
     amz_headers = sorted(
         (name, ",".join(v.strip() for v in value.split(",")))

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sagequeue.domain.errors import AuthFailure, S3Error, SignatureError
+from sagequeue.domain.validation import wire_hex, wire_int
 from sagequeue.frontdoor.sigv4 import EMPTY_SHA256, AuthContext
 from sagequeue.stores.objects import CHECKSUM_ALGORITHMS, new_checksum
 
@@ -131,7 +132,7 @@ async def decode_aws_chunked(
             raise _incomplete_body()
         size_text, _, extension = line.decode("latin-1").partition(";")
         try:
-            size = int(size_text.strip(), 16)
+            size = wire_hex(size_text.strip())
         except ValueError:
             raise _malformed_chunk(f"bad chunk size {size_text!r}") from None
         claimed = ""
@@ -244,7 +245,7 @@ def upload_body(
     )
     if length_header is not None:
         try:
-            declared = int(length_header)
+            declared = wire_int(length_header)
         except ValueError:
             raise S3Error("Invalid content length", code="InvalidArgument", status=400) from None
         if declared > max_length:

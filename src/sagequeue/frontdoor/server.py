@@ -11,12 +11,19 @@ through uvicorn unchanged.
 The lane takes uvicorn's place for a request by standing in for its request cycle
 (``_LaneCycle``), so uvicorn's own pipelining, graceful shutdown and disconnect handling
 treat both kinds of request alike.
+
+The protocol also enforces the HTTP limits (``HttpLimits``), for both kinds of request
+and before any authentication: the size and number of header fields (431 beyond), the
+time to receive a request head (slowloris) and to receive each part of a body, and the
+number of open connections (503 and close beyond). docs/security.md lists them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote
@@ -24,6 +31,8 @@ from urllib.parse import unquote
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sagequeue.domain.ids import new_id
+from sagequeue.domain.invocation import MAX_INLINE_BODY_BYTES
+from sagequeue.domain.validation import wire_int
 from sagequeue.frontdoor.http import Request, Response, decode_headers
 
 if TYPE_CHECKING:
@@ -32,9 +41,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LANE_PREFIX = b"/endpoints/"
-# Larger bodies take uvicorn's streaming path (the runtime API's own Body limit is
-# 128,000 bytes; the lane never buffers more than this).
-MAX_LANE_BODY = 1024 * 1024
+# The lane buffers a body whole before the signature is checked, so it takes no body
+# longer than the runtime API accepts (InvokeEndpointAsync's Body limit); longer ones
+# take uvicorn's path, where the front door refuses them from Content-Length unread.
+MAX_LANE_BODY = MAX_INLINE_BODY_BYTES
+# After a refusal the server stops reading requests but drains what the client still
+# sends for this long (or this much), so that the client reads the answer rather than
+# a connection reset.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
+# File descriptors kept free beside the connections (store, logs, model instances).
+FD_HEADROOM = 256
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Limits every connection is held to before any request is authenticated."""
+
+    max_header_bytes: int = 64 * 1024  # request line + header fields
+    max_header_count: int = 256
+    header_timeout: float = 20.0  # to receive a whole head (from its first byte)
+    body_timeout: float = 30.0  # without a byte while a body is being received
+    max_connections: int = 1024
+
 
 # Header values must not smuggle a line break into the response head.
 _UNSAFE_HEADER_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
@@ -44,6 +73,22 @@ _INTERNAL_ERROR = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
 )
+
+
+def _plain_response(status: int, text: str) -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+_HEADERS_TOO_LARGE = _plain_response(431, "Request header fields too large")
+_TOO_MANY_CONNECTIONS = _plain_response(503, "Too many connections")
+
+
+class _HeadersTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing a head past the limits."""
 
 
 class _NoEvent:
@@ -74,9 +119,133 @@ class _LaneCycle:
 
 
 class LaneProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the runtime API's lane (see the module doc)."""
+    """uvicorn's httptools protocol with the runtime API's lane and the HTTP limits (see
+    the module doc)."""
 
     front_door: ClassVar[FrontDoor]
+    limits: ClassVar[HttpLimits] = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Bytes of the current head seen so far: counted per read while the head is
+        # incomplete, exactly per field once the parser reports them.
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._in_body = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._last_body_at = 0.0
+        self._headers_too_large = False
+        self._lingering = -1  # bytes drained after a refusal; -1: not lingering
+
+    # -------------------------------------------------------------- connection limits
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            # Refused before anything is read; the close frees the descriptor at once.
+            log.warning("refused a connection: %d open", len(self.connections) - 1)
+            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        # A connection that never sends a whole head is closed after header_timeout.
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering >= 0:
+            self._lingering += len(data)
+            if self._lingering > LINGER_MAX_BYTES:
+                self.transport.close()
+            return
+        limits = self.limits
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing() or self._lingering >= 0:
+            return
+        if self._in_head:
+            if self._head_bytes > limits.max_header_bytes:
+                self._refuse(_HEADERS_TOO_LARGE)
+                return
+            if self._head_bytes and self._head_timer is None:
+                self._head_timer = self.loop.call_later(limits.header_timeout, self._head_timed_out)
+        elif self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._in_body:
+            self._last_body_at = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(limits.body_timeout, self._body_timed_out)
+        elif self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def send_400_response(self, msg: str) -> None:
+        if self._headers_too_large:
+            self._refuse(_HEADERS_TOO_LARGE)
+        else:
+            self._refuse(_plain_response(400, msg))
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer and stop: no more requests are parsed on this connection. What the
+        client still sends is drained for a moment, so that it reads the answer."""
+        self._cancel_timers()
+        transport = self.transport
+        transport.write(response)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # the request in progress gets no answer
+        try:
+            transport.write_eof()
+        except (NotImplementedError, OSError, RuntimeError):
+            transport.close()
+            return
+        self._lingering = 0
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def eof_received(self) -> bool | None:
+        if self._lingering >= 0:
+            self.transport.close()
+        return None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A response is still being sent: the client may wait for it before it
+            # sends the rest of its next request.
+            self._head_timer = self.loop.call_later(
+                self.limits.header_timeout, self._head_timed_out
+            )
+            return
+        log.debug("closed a connection that did not send a request head in time")
+        self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or not self._in_body:
+            return
+        idle = self.loop.time() - self._last_body_at
+        if self.flow.read_paused or idle < self.limits.body_timeout:
+            # Paused by the server (the body is consumed slowly), or data came lately.
+            delay = self.limits.body_timeout - (0 if self.flow.read_paused else idle)
+            self._body_timer = self.loop.call_later(delay, self._body_timed_out)
+            return
+        log.debug("closed a connection whose request body stalled")
+        self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    # -------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
         # uvicorn builds the ASGI scope here; the lane builds it only when it passes a
@@ -85,8 +254,35 @@ class LaneProtocol(HttpToolsProtocol):
         self.expect_100_continue = False
         self.headers = []
         self._lane: _LaneCycle | None = None
+        self._header_count = 0
+        self._field_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._field_bytes += len(url)
+        if self._field_bytes > self.limits.max_header_bytes:
+            self._headers_too_large = True
+            raise _HeadersTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._field_bytes += len(name) + len(value) + 4
+        limits = self.limits
+        if self._header_count > limits.max_header_count or (
+            self._field_bytes > limits.max_header_bytes
+        ):
+            self._headers_too_large = True
+            raise _HeadersTooLarge
+        # uvicorn's own on_header, inlined (this runs for every header of every request).
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._in_body = True
         parser = self.parser
         if (
             self.url.startswith(LANE_PREFIX)
@@ -120,6 +316,8 @@ class LaneProtocol(HttpToolsProtocol):
             lane.body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
+        self._in_head = True
         lane = self._lane
         if lane is None:
             super().on_message_complete()
@@ -154,7 +352,7 @@ class LaneProtocol(HttpToolsProtocol):
             head_only = lane.method == "HEAD"
             body = response.body
             streamed = not isinstance(body, bytes | bytearray | memoryview)
-            head, chunked = _response_head(
+            head, chunked, lane.keep_alive = _response_head(
                 response,
                 self.server_state.default_headers,
                 None if streamed else len(body),  # type: ignore[arg-type]
@@ -201,8 +399,14 @@ class LaneProtocol(HttpToolsProtocol):
                 await aclose()
 
 
-# The parts of uvicorn's protocol the lane overrides or calls (uvicorn 0.30 to 0.54).
+# The parts of uvicorn's protocol the lane and the limits override or call (uvicorn 0.30
+# to 0.54).
 _UVICORN_HOOKS = (
+    "connection_made",
+    "data_received",
+    "send_400_response",
+    "on_url",
+    "on_header",
     "on_message_begin",
     "on_headers_complete",
     "on_body",
@@ -211,15 +415,52 @@ _UVICORN_HOOKS = (
 )
 
 
-def lane_protocol(front_door: FrontDoor) -> type[LaneProtocol] | str:
+def lane_protocol(
+    front_door: FrontDoor, limits: HttpLimits | None = None
+) -> type[LaneProtocol] | str:
     """What to give ``uvicorn.Config(http=...)`` for this front door: the lane protocol,
     or plain ``"httptools"`` (everything through ASGI) on a uvicorn whose protocol no
     longer has the hooks the lane builds on."""
     missing = [name for name in _UVICORN_HOOKS if not hasattr(HttpToolsProtocol, name)]
     if missing:
-        log.warning("uvicorn's protocol lacks %s: serving without the HTTP lane", missing)
+        log.warning(
+            "uvicorn's protocol lacks %s: serving without the HTTP lane and its limits", missing
+        )
         return "httptools"
-    return type("FrontDoorProtocol", (LaneProtocol,), {"front_door": front_door})
+    return type(
+        "FrontDoorProtocol",
+        (LaneProtocol,),
+        {"front_door": front_door, "limits": limits or HttpLimits()},
+    )
+
+
+def raise_file_limit(max_connections: int) -> int:
+    """Raise the process's open-file limit to fit ``max_connections`` (and headroom) if
+    the hard limit allows; returns the connection cap that fits. At the descriptor limit
+    a server can no longer accept even to refuse, so the cap must stay below it."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return max_connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        fitting = max(16, soft - FD_HEADROOM)
+        log.warning(
+            "the open-file limit (%d) fits %d connections, not max_connections %d",
+            soft,
+            fitting,
+            max_connections,
+        )
+        return fitting
+    return max_connections
 
 
 def _fits_lane(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -229,7 +470,7 @@ def _fits_lane(headers: list[tuple[bytes, bytes]]) -> bool:
             return False
         if name == b"content-length":
             try:
-                return int(value) <= MAX_LANE_BODY
+                return wire_int(value.decode("latin-1")) <= MAX_LANE_BODY
             except ValueError:
                 return False
     return True  # no body
@@ -245,9 +486,10 @@ def _response_head(
     default_headers: list[tuple[bytes, bytes]],
     content_length: int | None,
     keep_alive: bool,
-) -> tuple[bytes, bool]:
-    """The status line and headers; and whether the body must be sent chunked (a
-    stream whose handler did not declare its length)."""
+) -> tuple[bytes, bool, bool]:
+    """The status line and headers; whether the body must be sent chunked (a stream
+    whose handler did not declare its length); and whether to keep the connection (the
+    response may ask to close it)."""
     status = response.status
     lines = []
     values = []
@@ -256,6 +498,10 @@ def _response_head(
         name = name.lower()
         if name == "content-length":
             has_length = True
+        elif name == "connection":
+            if "close" in value.lower():
+                keep_alive = False
+            continue  # written once, below
         lines.append(f"{name}: {value}\r\n")
         values.append(value)
     # One search over all values: none may smuggle a line break into the head.
@@ -274,4 +520,5 @@ def _response_head(
     status_line = f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n".encode()
     defaults = b"".join(b"%s: %s\r\n" % pair for pair in default_headers)
     # Values go back out as the bytes they came in as (see decode_headers).
-    return status_line + defaults + "".join(lines).encode("utf-8", "surrogateescape"), chunked
+    head = status_line + defaults + "".join(lines).encode("utf-8", "surrogateescape")
+    return head, chunked, keep_alive

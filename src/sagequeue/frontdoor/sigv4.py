@@ -19,12 +19,28 @@ from urllib.parse import quote, unquote
 from botocore.utils import normalize_url_path
 
 from sagequeue.domain.errors import AuthFailure, SignatureError
+from sagequeue.domain.validation import wire_int
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_EXPIRES_SECONDS = 7 * 24 * 3600
+
+_NO_DATE_MESSAGE = (
+    "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+)
+_PRESIGN_PARAMETERS = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+)
+# S3 requires every x-amz-* header to be signed, except this one (it carries the
+# payload hash, which the signature covers anyway).
+_S3_UNSIGNED_ALLOWED = frozenset(["x-amz-content-sha256"])
 
 _MISMATCH_MESSAGE = (
     "The request signature we calculated does not match the signature you provided. "
@@ -64,7 +80,7 @@ class SignedParts:
     signature: str
     amz_date: str
     presigned: bool
-    expires: int | None = None
+    expires: int = 0  # presigned only: X-Amz-Expires
 
 
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
@@ -140,15 +156,16 @@ def _parse_header_form(authorization: str, headers: Mapping[str, str]) -> Signed
             fields[name] = value
     missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
     amz_date = headers.get("x-amz-date")
-    if missing or amz_date is None:
+    if missing:
         problems = [f"Authorization header requires '{n}' parameter." for n in missing]
         if amz_date is None:
-            problems.append(
-                "Authorization header requires existence of either a 'X-Amz-Date' "
-                "or a 'Date' header."
-            )
+            problems.append(_NO_DATE_MESSAGE)
         raise SignatureError(
             AuthFailure.INCOMPLETE, " ".join(problems) + f" Authorization={authorization}"
+        )
+    if amz_date is None:
+        raise SignatureError(
+            AuthFailure.MISSING_DATE, f"{_NO_DATE_MESSAGE} Authorization={authorization}"
         )
     access_key, date, region, service = _split_credential(fields["Credential"])
     return SignedParts(
@@ -164,49 +181,50 @@ def _parse_header_form(authorization: str, headers: Mapping[str, str]) -> Signed
 
 
 def _parse_query_form(query: Mapping[str, str]) -> SignedParts:
-    required = (
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-    )
-    missing = [n for n in required if n not in query]
+    missing = [n for n in _PRESIGN_PARAMETERS if n not in query]
     if missing:
-        raise SignatureError(
-            AuthFailure.INCOMPLETE,
-            "Query-string authentication requires the "
-            + ", ".join(missing)
-            + " parameter"
-            + ("s." if len(missing) > 1 else "."),
+        raise _query_error(
+            "Query-string authentication version 4 requires the X-Amz-Algorithm, "
+            "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
+            "and X-Amz-Expires parameters."
         )
     if query["X-Amz-Algorithm"] != ALGORITHM:
-        raise SignatureError(
-            AuthFailure.INCOMPLETE, f'X-Amz-Algorithm only supports "{ALGORITHM}".'
+        raise _query_error(f'X-Amz-Algorithm only supports "{ALGORITHM}"')
+    try:
+        expires = wire_int(query["X-Amz-Expires"], signed=True)
+    except ValueError:
+        raise _query_error("X-Amz-Expires should be a number") from None
+    if expires < 0:
+        raise _query_error("X-Amz-Expires must be non-negative")
+    if expires > MAX_PRESIGN_EXPIRES_SECONDS:
+        raise _query_error(
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+            f"X-Amz-Expires must be less than {MAX_PRESIGN_EXPIRES_SECONDS} seconds"
         )
-    expires: int | None = None
-    if "X-Amz-Expires" in query:
-        try:
-            expires = int(query["X-Amz-Expires"])
-        except ValueError:
-            expires = -1
-        if not 0 <= expires <= MAX_PRESIGN_EXPIRES_SECONDS:
-            raise SignatureError(
-                AuthFailure.INCOMPLETE,
-                "X-Amz-Expires must be a number of seconds between 0 and 604800.",
-            )
-    access_key, date, region, service = _split_credential(query["X-Amz-Credential"])
+    credential = query["X-Amz-Credential"]
+    parts = credential.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
+        raise _query_error(
+            "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; "
+            'expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+        )
     return SignedParts(
-        access_key=access_key,
-        date=date,
-        region=region,
-        service=service,
+        access_key=parts[0],
+        date=parts[1],
+        region=parts[2],
+        service=parts[3],
         signed_headers=tuple(query["X-Amz-SignedHeaders"].split(";")),
         signature=query["X-Amz-Signature"],
         amz_date=query["X-Amz-Date"],
         presigned=True,
         expires=expires,
     )
+
+
+def _query_error(message: str) -> SignatureError:
+    error = SignatureError(AuthFailure.QUERY_MALFORMED, message)
+    error.presigned = True
+    return error
 
 
 def canonical_uri(raw_path: str, service: str) -> str:
@@ -243,16 +261,19 @@ def canonical_query(raw_query: str, drop_signature: bool) -> str:
 
 
 class SigV4Verifier:
-    """Verifies requests against a set of access key pairs."""
+    """Verifies requests against a set of access key pairs, for one region (when
+    ``region`` is given, a credential scope naming another region is refused)."""
 
     def __init__(
         self,
         keys: Mapping[str, str],
         *,
+        region: str | None = None,
         max_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS,
         clock=time.time,
     ) -> None:
         self._keys = dict(keys)
+        self._region = region
         self._max_skew = max_skew_seconds
         self._clock = clock
         self._key_cache: dict[tuple[str, str, str, str], bytes] = {}
@@ -271,16 +292,10 @@ class SigV4Verifier:
             self._key_cache[cache_key] = key
         return key
 
-    def verify(
-        self,
-        parts: SignedParts,
-        method: str,
-        raw_path: str,
-        raw_query: str,
-        headers: Mapping[str, str],
-        payload_hash: str,
-    ) -> AuthContext:
-        """Check the signature; raises SignatureError, returns who signed."""
+    def check_scope(self, parts: SignedParts) -> None:
+        """Everything that can be checked without the body: the key is known, the
+        request time is acceptable (presigned: dated within the skew, not expired), the
+        credential scope names this region, and Host is signed. Raises SignatureError."""
         if parts.access_key not in self._keys:
             raise SignatureError(
                 AuthFailure.UNKNOWN_KEY, "The security token included in the request is invalid."
@@ -288,12 +303,7 @@ class SigV4Verifier:
         signed_at = _parse_amz_date(parts.amz_date)
         now = self._clock()
         if parts.presigned:
-            if parts.expires is not None and now > signed_at + parts.expires:
-                raise SignatureError(
-                    AuthFailure.EXPIRED,
-                    f"Signature expired: {parts.amz_date} is now earlier than "
-                    f"{_format_amz_date(now)}.",
-                )
+            self._check_presigned_time(parts, signed_at, now)
         elif abs(now - signed_at) > self._max_skew:
             if signed_at < now:
                 message = (
@@ -307,13 +317,81 @@ class SigV4Verifier:
                     f"{_format_amz_date(now + self._max_skew)} "
                     f"({_format_amz_date(now)} + 15 min.)"
                 )
-            raise SignatureError(AuthFailure.SKEWED, message)
+            raise SignatureError(
+                AuthFailure.SKEWED,
+                message,
+                extra={
+                    "RequestTime": parts.amz_date,
+                    "ServerTime": _iso8601(now),
+                    "MaxAllowedSkewMilliseconds": str(self._max_skew * 1000),
+                },
+            )
+        if self._region is not None and parts.region != self._region:
+            if parts.presigned:
+                s3_message = (
+                    f"Error parsing the X-Amz-Credential parameter; the region "
+                    f"'{parts.region}' is wrong; expecting '{self._region}'"
+                )
+            else:
+                s3_message = (
+                    f"The authorization header is malformed; the region '{parts.region}' "
+                    f"is wrong; expecting '{self._region}'"
+                )
+            error = SignatureError(
+                AuthFailure.WRONG_REGION,
+                f"Credential should be scoped to a valid region, not '{parts.region}'. ",
+                extra={"Region": self._region},
+            )
+            error.s3_message = s3_message
+            error.presigned = parts.presigned
+            raise error
         if "host" not in parts.signed_headers:
             raise SignatureError(
                 AuthFailure.INCOMPLETE,
                 "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
             )
 
+    def _check_presigned_time(self, parts: SignedParts, signed_at: float, now: float) -> None:
+        expires_at = signed_at + parts.expires
+        if signed_at > now + self._max_skew:
+            raise SignatureError(
+                AuthFailure.NOT_YET_VALID,
+                f"Signature not yet current: {parts.amz_date} is still later than "
+                f"{_format_amz_date(now + self._max_skew)} ({_format_amz_date(now)} + 15 min.)",
+                extra={
+                    "X-Amz-Date": parts.amz_date,
+                    "Expires": _iso8601(expires_at),
+                    "ServerTime": _iso8601(now),
+                },
+            )
+        if now > expires_at or parts.expires == 0:
+            raise SignatureError(
+                AuthFailure.EXPIRED,
+                f"Signature expired: {parts.amz_date} is now earlier than "
+                f"{_format_amz_date(now - parts.expires)} "
+                f"({_format_amz_date(now)} - {parts.expires} sec.)",
+                extra={
+                    "X-Amz-Expires": str(parts.expires),
+                    "Expires": _iso8601(expires_at),
+                    "ServerTime": _iso8601(now),
+                },
+            )
+
+    def verify(
+        self,
+        parts: SignedParts,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        headers: Mapping[str, str],
+        payload_hash: str,
+        *,
+        scope_checked: bool = False,
+    ) -> AuthContext:
+        """Check the signature; raises SignatureError, returns who signed.
+        ``scope_checked``: the caller already ran ``check_scope`` on these parts."""
+        if not scope_checked:
+            self.check_scope(parts)
         header_lines = []
         for name in parts.signed_headers:
             value = headers.get(name)
@@ -341,6 +419,8 @@ class SigV4Verifier:
         expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, parts.signature):
             raise SignatureError(AuthFailure.MISMATCH, _MISMATCH_MESSAGE)
+        if parts.service == "s3":
+            _check_s3_headers_signed(parts, headers)
         return AuthContext(
             access_key=parts.access_key,
             date=parts.date,
@@ -352,3 +432,25 @@ class SigV4Verifier:
             payload_hash=payload_hash,
             presigned=parts.presigned,
         )
+
+
+def _check_s3_headers_signed(parts: SignedParts, headers: Mapping[str, str]) -> None:
+    """S3 refuses a request carrying an x-amz-* header that the signature does not
+    cover: such a header could change what a signed request does (x-amz-copy-source
+    turns a PutObject into a copy)."""
+    signed = parts.signed_headers
+    unsigned = [
+        name
+        for name in headers
+        if name.startswith("x-amz-") and name not in signed and name not in _S3_UNSIGNED_ALLOWED
+    ]
+    if unsigned:
+        raise SignatureError(
+            AuthFailure.HEADERS_NOT_SIGNED,
+            "There were headers present in the request which were not signed",
+            extra={"HeadersNotSigned": ", ".join(unsigned)},
+        )
+
+
+def _iso8601(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -24,7 +24,9 @@ def select_runtime(
     if image.startswith(("http://", "https://")):
         from sagequeue.runtimes.http_container import HttpContainerRuntime
 
-        return HttpContainerRuntime()
+        return HttpContainerRuntime(
+            allow_hosts=settings.container_allow_hosts, server_host=settings.host
+        )
     from sagequeue.runtimes.python_runtime import PythonRuntime
 
     return PythonRuntime(objects, settings.data_dir)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+from sagequeue.domain.containers import ContainerUrlError, check_container_host
 from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse
 from sagequeue.runtimes.http_client import HttpError, request
 
@@ -17,16 +18,32 @@ MAX_ERROR_BODY = 4096
 
 
 class HttpContainerRuntime:
-    """``ModelRuntime`` for ``http://`` / ``https://`` images."""
+    """``ModelRuntime`` for ``http://`` / ``https://`` images. Only the scheme, host and
+    port of an Image are used, and only for hosts the allow-list admits
+    (sagequeue.domain.containers); CreateModel refuses the others already, this holds
+    for models stored before the rule or declared in a config file."""
 
-    def __init__(self, ping_timeout: float = PING_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        ping_timeout: float = PING_TIMEOUT_SECONDS,
+        *,
+        allow_hosts: list[str] | None = None,
+        server_host: str = "127.0.0.1",
+    ) -> None:
         self._ping_timeout = ping_timeout
+        self._allow_hosts = list(allow_hosts or [])
+        self._server_host = server_host
 
     async def start_instance(
         self, model: dict[str, Any], max_concurrency: int
     ) -> HttpContainerInstance:
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-        base_url = str(container.get("Image", "")).rstrip("/")
+        try:
+            base_url = check_container_host(
+                str(container.get("Image", "")), self._allow_hosts, self._server_host
+            )
+        except ContainerUrlError as exc:
+            raise ModelInvocationError(str(exc)) from None
         instance = HttpContainerInstance(base_url, max_concurrency)
         deadline = time.monotonic() + self._ping_timeout
         last_problem = "no answer"
@@ -49,15 +66,17 @@ class HttpContainerInstance:
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
     async def ping(self) -> str | None:
-        """None when healthy, else what went wrong."""
+        """None when healthy, else what went wrong: the status only, never the body (a
+        reason ends up in FailureReason, readable by whoever may describe the endpoint,
+        and must not carry what some other service answered)."""
         try:
             response = await asyncio.wait_for(request("GET", self.base_url + "/ping"), 5.0)
-            body = await response.read(MAX_ERROR_BODY)
+            await response.close()
         except (HttpError, TimeoutError) as exc:
             return str(exc) or "timed out"
         if 200 <= response.status < 300:
             return None
-        return f"HTTP {response.status}: {body.decode('utf-8', 'replace')}"
+        return f"HTTP {response.status}"
 
     async def healthy(self) -> bool:
         return await self.ping() is None
