@@ -49,7 +49,7 @@ EXPOSE 8765
 # rest: give the container more than that to stop (docker stop -t 40, stop_grace_period,
 # terminationGracePeriodSeconds).
 STOPSIGNAL SIGTERM
-# /healthz answers 200 once the process is ready (503 while starting or stopping). Only API
+# /healthz answers 200 once the process is ready (no answer or 503 before). Only API
 # processes serve HTTP: run a worker with --no-healthcheck (compose: healthcheck disable).
 # Set the port with SAGEQUEUE_PORT, not --port, so that this check finds it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
