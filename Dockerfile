@@ -42,7 +42,8 @@ ENV PATH=/opt/sagequeue/bin:$PATH \
     SAGEQUEUE_HOST=0.0.0.0 \
     SAGEQUEUE_PORT=8765 \
     SAGEQUEUE_DATA_DIR=/var/lib/sagequeue
-USER sagequeue:sagequeue
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
 WORKDIR /var/lib/sagequeue
 EXPOSE 8765
 # SIGTERM stops taking work, lets running invocations finish (up to 25 s) and re-queues the

