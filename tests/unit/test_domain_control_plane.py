@@ -358,3 +358,26 @@ def test_invalid_changed_declaration_keeps_the_stored_model(control: ControlPlan
         run(control.apply_declarations({"Models": [broken]}))
     described = run(control.call("DescribeModel", {"ModelName": "m"}))
     assert described["PrimaryContainer"]["Image"] == "sagequeue/python"
+
+
+class _InterleavingStore(MemoryStore):
+    """Yields to the event loop on every read, as a database does: two API processes'
+    look-then-create steps interleave."""
+
+    async def get_resource(self, kind, name):
+        await asyncio.sleep(0)
+        return await super().get_resource(kind, name)
+
+
+def test_api_processes_applying_the_same_declarations_at_once_both_start() -> None:
+    store = _InterleavingStore()
+    first = ControlPlane(store, Settings())
+    second = ControlPlane(store, Settings())
+
+    async def both() -> None:
+        await asyncio.gather(
+            first.apply_declarations(DECLARED), second.apply_declarations(DECLARED)
+        )
+
+    run(both())
+    assert run(store.get_resource(ResourceKind.ENDPOINT, "e")) is not None

@@ -13,7 +13,7 @@ import base64
 import copy
 import time
 from collections.abc import Awaitable, Callable
-from functools import cache
+from functools import cache, partial
 from typing import Any, Protocol
 
 import msgspec
@@ -54,6 +54,10 @@ _DEFAULT_MAX_RESULTS = 10
 _NOT_STORED = ("Tags",)
 # Concurrent writers (several API processes) retry an optimistic update this often.
 _UPDATE_ATTEMPTS = 20
+
+
+class _AlreadyExists(ValidationException):
+    """Create* of a name that exists (SageMaker answers ValidationException)."""
 
 
 class SerializationException(ServiceError):
@@ -151,7 +155,7 @@ class ControlPlane:
         return ValidationException(f'Could not find {_KIND_WORDS[kind]} "{self.arn(kind, name)}".')
 
     def _already_exists(self, kind: ResourceKind, name: str) -> ValidationException:
-        return ValidationException(
+        return _AlreadyExists(
             f'Cannot create already existing {_KIND_WORDS[kind]} "{self.arn(kind, name)}".'
         )
 
@@ -460,14 +464,30 @@ class ControlPlane:
         one is replaced; an endpoint whose config (or that config's models) changed is
         updated. Running it again with the same declarations changes nothing.
         """
+        steps: list[Callable[[], Awaitable[None]]] = []
         for params in resources.get("Models") or []:
-            await self._declare(ResourceKind.MODEL, "ModelName", "CreateModel", params)
+            steps.append(
+                partial(self._declare, ResourceKind.MODEL, "ModelName", "CreateModel", params)
+            )
         for params in resources.get("EndpointConfigs") or []:
-            await self._declare(
-                ResourceKind.ENDPOINT_CONFIG, "EndpointConfigName", "CreateEndpointConfig", params
+            steps.append(
+                partial(
+                    self._declare,
+                    ResourceKind.ENDPOINT_CONFIG,
+                    "EndpointConfigName",
+                    "CreateEndpointConfig",
+                    params,
+                )
             )
         for params in resources.get("Endpoints") or []:
-            await self._declare_endpoint(params)
+            steps.append(partial(self._declare_endpoint, params))
+        for step in steps:
+            try:
+                await step()
+            except _AlreadyExists:
+                # Another API process of the fleet, starting with the same config file,
+                # created it between our look and our create: look again.
+                await step()
 
     async def _declare(
         self, kind: ResourceKind, name_key: str, action: str, params: dict[str, Any]
