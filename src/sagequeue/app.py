@@ -108,7 +108,11 @@ class Application:
             SigV4Verifier(self.keys),
             runtime=RuntimeApi(lambda: app.store, self.settings, self.on_enqueued),
             control=ControlApi(lambda: app.control),
-            s3=S3Api(lambda: app.objects),
+            s3=S3Api(
+                lambda: app.objects,
+                region=self.settings.region,
+                account_id=self.settings.account_id,
+            ),
             ops={"/healthz": healthz},
             on_startup=[self.start],
             on_shutdown=[self.stop],

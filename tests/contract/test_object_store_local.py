@@ -76,7 +76,12 @@ async def test_hostile_keys_write_nothing_outside_the_root(
     outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "root")]
     assert outside == []
     top_level = sorted(p.name for p in (tmp_path / "root").iterdir())
-    assert [n for n in top_level if not n.startswith("index.db")] == ["data", "parts", "tmp"]
+    assert [n for n in top_level if not n.startswith("index.db")] == [
+        "data",
+        "parts",
+        "reserve",
+        "tmp",
+    ]
 
 
 async def test_no_file_name_contains_the_key(local: LocalObjectStore, tmp_path: Path) -> None:

@@ -34,6 +34,12 @@ class ApiHandler(Protocol):
     async def handle(self, request: Request) -> Response: ...
 
 
+class S3Handler(ApiHandler, Protocol):
+    async def preflight(self, request: Request) -> Response: ...
+
+    async def browser_post(self, request: Request) -> Response: ...
+
+
 OpsHandler = Callable[[Request], Awaitable[Response]]
 LifespanHook = Callable[[], Awaitable[None]]
 
@@ -45,7 +51,7 @@ class FrontDoor:
         *,
         runtime: ApiHandler,
         control: ApiHandler,
-        s3: ApiHandler,
+        s3: S3Handler,
         ops: dict[str, OpsHandler] | None = None,
         on_startup: list[LifespanHook] | None = None,
         on_shutdown: list[LifespanHook] | None = None,
@@ -114,6 +120,14 @@ class FrontDoor:
                 ops = self.ops.get(request.path)
                 if ops is not None:
                     return await ops(request)
+                # Browsers never sign these: a CORS preflight is answered from the
+                # bucket's CORS rules, an HTML form upload is refused as S3 would.
+                if method == "OPTIONS":
+                    return await self.s3.preflight(request)
+                if method == "POST" and headers.get("content-type", "").startswith(
+                    "multipart/form-data"
+                ):
+                    return await self.s3.browser_post(request)
             if "AWSAccessKeyId=" in request.query_string:
                 # S3 presigned URL in the legacy SigV2 form (boto3's default for S3).
                 from sagequeue.frontdoor.s3 import is_presigned_v2, verify_presigned_v2
