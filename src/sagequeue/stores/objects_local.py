@@ -342,7 +342,9 @@ class LocalObjectStore:
             yield db
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) may have rolled back already.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     # ---------------------------------------------------------------- buckets

@@ -519,8 +519,13 @@ class S3ObjectStore:
         # The whole-object checksum the client sent is checked here too: a service may
         # not (moto does not), and the answer must not depend on the backend.
         algorithm = checksum[0] if checksum else None
-        if algorithm:
-            kind = checksum_type_for(algorithm, checksum_type)
+        if checksum is not None:
+            # The upload's checksum type: as named, else as the value shows it (a
+            # composite checksum ends in "-<parts>").
+            named = checksum_type
+            if named is None:
+                named = "COMPOSITE" if "-" in checksum[1] else "FULL_OBJECT"
+            kind = checksum_type_for(checksum[0], named)
             values = [(sizes.get(p.part_number, 0), p.checksums.get(algorithm)) for p in listed]
             if all(value for _, value in values) and kind:
                 computed = combined_checksum(
