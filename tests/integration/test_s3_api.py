@@ -1302,3 +1302,37 @@ def test_response_override_with_control_characters_is_invalid_argument(
         urllib.request.urlopen(url)
     assert caught.value.code == 400
     assert b"<Code>InvalidArgument</Code>" in caught.value.read()
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+def test_delete_object_frees_space_on_a_full_disk(server_factory, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        server = server_factory("--object-store", f"file://{disk / 'objects'}")
+        client = server.client("s3")
+        client.create_bucket(Bucket="full")
+        client.put_object(Bucket="full", Key="k", Body=os.urandom(200_000))
+        with (disk / "filler").open("wb", buffering=0) as filler:  # the disk fills up
+            with pytest.raises(OSError):
+                while True:
+                    filler.write(b"\0" * 4096)
+        assert error_of(client.put_object, Bucket="full", Key="more", Body=b"x" * 100_000) == (
+            "InsufficientStorage",
+            507,
+        )
+        response = client.delete_object(Bucket="full", Key="k")
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+        client.put_object(Bucket="full", Key="after", Body=os.urandom(100_000))
+        server.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
