@@ -727,7 +727,7 @@ class S3Api:
             f"<MaxKeys>{max_keys}</MaxKeys>",
             f"<Delimiter>{enc(delimiter)}</Delimiter>" if delimiter else "",
             f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>",
-            _contents(page.objects, enc),
+            _contents(page.objects, enc, owner=query.get("fetch-owner") == "true"),
             _common_prefixes(page.common_prefixes, enc),
             f"<KeyCount>{len(page.objects) + len(page.common_prefixes)}</KeyCount>",
             # An empty token given is echoed too (S3 does; clients compare it).
@@ -765,7 +765,7 @@ class S3Api:
             f"<MaxKeys>{max_keys}</MaxKeys>",
             f"<Delimiter>{enc(delimiter)}</Delimiter>" if delimiter else "",
             f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>",
-            _contents(page.objects, enc),
+            _contents(page.objects, enc, owner=True),
             _common_prefixes(page.common_prefixes, enc),
             "<EncodingType>url</EncodingType>" if url_encode else "",
         ]
@@ -1361,13 +1361,15 @@ def _encoder(url_encode: bool) -> Callable[[str], str]:
     return escape
 
 
-def _contents(objects: list[ObjectInfo], enc: Callable[[str], str]) -> str:
+def _contents(objects: list[ObjectInfo], enc: Callable[[str], str], *, owner: bool) -> str:
+    owner_xml = _owner() if owner else ""
     return "".join(
         "<Contents>"
         f"<Key>{enc(o.key)}</Key>"
         + _el("LastModified", iso8601(o.last_modified))
         + _el("ETag", f'"{o.etag}"')
         + _el("Size", o.size)
+        + owner_xml
         + _el("StorageClass", "STANDARD")
         + "</Contents>"
         for o in objects
