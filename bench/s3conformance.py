@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OWNER_ID = "75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a"
+OWNER_NAMES = {"sagequeue": "sagequeue", "moto": "webfile"}
 PER_TEST_TIMEOUT = 120
 SUITE_TIMEOUT = 3600
 # Test-name fragments -> feature, first match wins.
@@ -162,13 +163,15 @@ def moto_server(work: Path) -> Iterator[tuple[int, str, str]]:
         log.close()
 
 
-def write_config(path: Path, port: int, access: str, secret: str) -> None:
+def write_config(
+    path: Path, port: int, access: str, secret: str, display_name: str = "main"
+) -> None:
     config = configparser.RawConfigParser()
     config["DEFAULT"] = {"host": "127.0.0.1", "port": str(port), "is_secure": "False"}
     config["fixtures"] = {"bucket prefix": "s3t-{random}-"}
     for section, name in (("s3 main", "main"), ("s3 alt", "alt"), ("s3 tenant", "tenant")):
         config[section] = {
-            "display_name": name,
+            "display_name": display_name if name == "main" else name,
             "user_id": OWNER_ID if name == "main" else f"{name}-user",
             "email": f"{name}@example.com",
             "access_key": access if name == "main" else f"{name}-access",
@@ -182,7 +185,8 @@ def run_suite(
     server: str, checkout: Path, work: Path, port: int, access: str, secret: str, keyword: str
 ) -> Result:
     conf = work / f"{server}.conf"
-    write_config(conf, port, access, secret)
+    # The main user as each server names its one account owner.
+    write_config(conf, port, access, secret, OWNER_NAMES[server])
     junit = work / f"{server}.xml"
     command = [
         sys.executable,

@@ -965,6 +965,16 @@ def test_content_encoding_comes_back_exactly_as_sent(client, bucket: str) -> Non
     assert client.head_object(Bucket=bucket, Key="k")["ContentEncoding"] == "deflate, gzip"
 
 
+def test_aws_chunked_named_on_a_plain_body_is_dropped_from_content_encoding(
+    client, bucket: str
+) -> None:
+    for sent, kept in (("gzip, aws-chunked", "gzip"), ("aws-chunked, gzip", "gzip")):
+        client.put_object(Bucket=bucket, Key="k", Body=b"", ContentEncoding=sent)
+        assert client.head_object(Bucket=bucket, Key="k")["ContentEncoding"] == kept
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", ContentEncoding="aws-chunked")
+    assert "ContentEncoding" not in client.head_object(Bucket=bucket, Key="k")
+
+
 def test_non_ascii_metadata_comes_back_rfc2047_encoded_once(
     server: ServerProcess, client, bucket: str
 ) -> None:
