@@ -116,17 +116,18 @@ class FrontDoor:
         headers = request.headers
         protocol = _guess_protocol(request)
         try:
+            if method == "OPTIONS" and "authorization" not in headers:
+                # A browser's CORS preflight is never signed (its URL may be a presigned
+                # one): the S3 API answers it from the bucket's CORS rules.
+                return await self.s3.preflight(request)
             if "authorization" not in headers and "X-Amz-" not in request.query_string:
                 ops = self.ops.get(request.path)
                 if ops is not None:
                     return await ops(request)
-                # Browsers never sign these: a CORS preflight is answered from the
-                # bucket's CORS rules, an HTML form upload is refused as S3 would.
-                if method == "OPTIONS":
-                    return await self.s3.preflight(request)
                 if method == "POST" and headers.get("content-type", "").startswith(
                     "multipart/form-data"
                 ):
+                    # An HTML form upload (unsigned): refused as not implemented.
                     return await self.s3.browser_post(request)
             if "AWSAccessKeyId=" in request.query_string:
                 # S3 presigned URL in the legacy SigV2 form (boto3's default for S3).
