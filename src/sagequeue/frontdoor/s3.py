@@ -943,10 +943,10 @@ class S3Api:
             response_headers = [(k, v) for k, v in response_headers if k != header]
             response_headers.append((header, value))
         response_headers.append(("content-length", str(length)))
-        if head:
-            return Response(status, response_headers, b"")
         if info.tag_count:
             response_headers.append(("x-amz-tagging-count", str(info.tag_count)))
+        if head:
+            return Response(status, response_headers, b"")
         if length == 0:
             return Response(status, response_headers, b"")
         stored, stream = await self.store.get_object(bucket, key, byte_range)
@@ -988,7 +988,7 @@ class S3Api:
             algorithm, value = next(iter(info.checksums.items()))
             kind = "COMPOSITE" if "-" in value else "FULL_OBJECT"
             inner.append(
-                f"<Checksum>{_el('Checksum' + algorithm, value.partition('-')[0])}"
+                f"<Checksum>{_el('Checksum' + algorithm, value)}"
                 f"{_el('ChecksumType', kind)}</Checksum>"
             )
         if "ObjectParts" in wanted:
@@ -1035,7 +1035,9 @@ class S3Api:
     ) -> Response:
         if method == "GET":
             tags = await self.store.get_object_tagging(bucket, key)
-            items = "".join(f"<Tag>{_el('Key', k)}{_el('Value', v)}</Tag>" for k, v in tags.items())
+            items = "".join(  # S3 lists a tag set in key order
+                f"<Tag>{_el('Key', k)}{_el('Value', v)}</Tag>" for k, v in sorted(tags.items())
+            )
             return _xml_response(_xml("Tagging", f"<TagSet>{items}</TagSet>"))
         if method == "PUT":
             root = _parse_xml(await self._small_body(request))
@@ -1434,7 +1436,7 @@ def _tagging_header(headers: dict[str, str]) -> dict[str, str] | None:
     if raw is None:
         return None
     try:
-        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw))
+        pairs = parse_qsl(raw, keep_blank_values=True)  # "k" alone is "k" = ""
     except ValueError:
         raise S3Error(
             "The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query "
