@@ -407,9 +407,6 @@ class S3Api:
             owner = headers.get(name)
             if owner is not None and owner != self.account_id:
                 raise S3Error("Access Denied", code="AccessDenied", status=403)
-        if_none_match = headers.get("if-none-match")
-        if method in ("PUT", "POST") and if_none_match is not None and if_none_match != "*":
-            raise _not_implemented("If-None-Match on a write takes only *")
         version_id = query.get("versionId")
         if version_id is not None and version_id != "null":
             raise _invalid_argument("Invalid version id specified", "versionId", version_id)

@@ -103,8 +103,13 @@ class WriteCondition:
         return self.if_match is not None or self.if_none_match is not None
 
     def check(self, key: str, current_etag: str | None, *, racing: bool = False) -> None:
-        """Raise unless the condition holds for the current object (None: absent)."""
-        if self.if_none_match is not None and current_etag is not None:
+        """Raise unless the condition holds for the current object (None: absent).
+        ``If-None-Match`` is ``*`` (any object) or ETags (RFC 7232: not one of those)."""
+        if (
+            self.if_none_match is not None
+            and current_etag is not None
+            and etag_matches(self.if_none_match, current_etag)
+        ):
             raise conditional_conflict() if racing else precondition_failed("If-None-Match")
         if self.if_match is not None:
             if current_etag is None:
