@@ -221,10 +221,12 @@ def run_suite(
 
 
 def parse_junit(server: str, path: Path) -> Result:
-    """Outcome per test. A test whose body passed but whose clean-up (the suite's
-    teardown, which deletes every version and then the bucket) failed counts as
-    ``teardown-error``: the server failed the suite's clean-up, not that test."""
-    result = Result(server)
+    """Outcome per test. pytest writes a test whose clean-up failed as two testcase
+    elements (the call, then the teardown error); a test whose body passed but whose
+    clean-up (the suite's teardown, which deletes every version and then the bucket)
+    failed counts as ``teardown-error``: the server failed the suite's clean-up, not
+    that test."""
+    seen: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for case in ET.parse(path).getroot().iter("testcase"):
         name = case.get("name", "")
         outcome, message = "passed", ""
@@ -232,12 +234,16 @@ def parse_junit(server: str, path: Path) -> Result:
             if child.tag not in ("failure", "error", "skipped"):
                 continue
             text = child.get("message") or ""
-            kind = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-            if kind == "error" and text.startswith("failed on teardown") and outcome == "passed":
-                outcome, message = "teardown-error", text.splitlines()[0][:160]
-                continue
-            outcome, message = kind, (text.splitlines() or [""])[0][:160]
+            outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
+            if outcome == "error" and text.startswith("failed on teardown"):
+                outcome = "teardown-error"
+            message = (text.splitlines() or [""])[0][:160]
             break
+        seen[name].append((outcome, message))
+    result = Result(server)
+    ranking = ("failed", "error", "teardown-error", "skipped", "passed")
+    for name, outcomes in seen.items():
+        outcome, message = min(outcomes, key=lambda item: ranking.index(item[0]))
         result.outcomes[name] = outcome
         result.messages[name] = message
     return result
