@@ -124,6 +124,10 @@ def _announce(app: Application) -> None:
 
 def run_server(settings: Settings) -> int:
     """Run until SIGTERM / SIGINT; returns the exit code."""
+    from sagequeue.stores import prepare_database
+
+    # A database that cannot be used stops the start here, as one line (StartupError).
+    asyncio.run(prepare_database(settings.database_url))
     app = Application(settings)
     _announce(app)
     if not settings.runs_api:

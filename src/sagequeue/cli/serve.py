@@ -7,6 +7,7 @@ import logging
 import sys
 
 from sagequeue.config import ROLES, ConfigError, load_settings
+from sagequeue.domain.errors import StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,6 @@ def main(argv: list[str]) -> int:
 
     try:
         return run_server(settings)
-    except ConfigError as exc:
+    except StartupError as exc:  # a bad setting, or a database that cannot be used
         print(f"sagequeue serve: {exc}", file=sys.stderr)
         return 2
