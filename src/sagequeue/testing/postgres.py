@@ -80,6 +80,7 @@ class PostgresServer:
         parent_dir: Path | None = None,
     ) -> None:
         self.bin = bin_dir()
+        self.major_version = int(self.bin.parent.name.split(".")[0])
         self.port = port or free_port()
         self.durable = durable
         self.settings = {
@@ -198,7 +199,9 @@ class PostgresServer:
         name = name or f"db_{os.getpid()}_{next(self._names)}"
         sql = f'CREATE DATABASE "{name}"'
         if template is not None:
-            sql += f' TEMPLATE "{template}" STRATEGY FILE_COPY'
+            sql += f' TEMPLATE "{template}"'
+            if self.major_version >= 15:  # else it is the only strategy
+                sql += " STRATEGY FILE_COPY"
         self.execute(sql)
         return self.url(name)
 
