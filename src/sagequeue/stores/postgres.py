@@ -579,17 +579,12 @@ class PostgresStore:
             del self._pending[:MAX_GROUP_COMMIT_ROWS]
             try:
                 await self._insert(batch)
-            except BaseException as exc:  # a bug here must not leave callers waiting
-                error = exc if isinstance(exc, Exception) else ServiceUnavailable("stopped")
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(
-                            error
-                            if isinstance(error, ServiceUnavailable | InternalFailure)
-                            else InternalFailure(f"queue store: {error!r}")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception as exc:  # a bug here must not leave callers waiting
+                _fail(batch, InternalFailure(f"queue store: {exc!r}"))
+            except BaseException:  # cancelled mid-commit: the outcome is unknown
+                _fail(batch + self._pending, ServiceUnavailable("The queue store stopped; retry."))
+                self._pending.clear()
+                raise
 
     async def _insert(self, batch: list[_Pending]) -> None:
         columns: list[list[Any]] = [[] for _ in range(15)]
