@@ -441,3 +441,46 @@ async def test_listener_reconnects_after_a_database_restart(
         await rings.wait_for("after-restart")
     finally:
         await wakeups.close()
+
+
+# ------------------------------------------------------------------------- durability
+CRASHING_ENQUEUER = textwrap.dedent(
+    """
+    import asyncio, sys, uuid
+    from sagequeue.ports import Invocation
+    from sagequeue.stores.postgres import PostgresStore
+
+    async def main() -> None:
+        store = PostgresStore(sys.argv[1])
+        await store.open()
+
+        async def enqueuer() -> None:
+            while True:
+                request_id = str(uuid.uuid4())
+                await store.enqueue(Invocation(request_id, request_id, "ep", "s3://o", "s3://f"))
+                sys.stdout.write(request_id + "\\n")  # acknowledged: it got its 202
+                sys.stdout.flush()
+
+        await asyncio.gather(*(enqueuer() for _ in range(16)))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.timeout(60)
+async def test_every_acknowledged_enqueue_survives_sigkill_of_its_process(
+    postgres_url: str,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_ENQUEUER, postgres_url], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    acknowledged = [child.stdout.readline().strip() for _ in range(500)]
+    child.kill()
+    acknowledged += child.stdout.read().split()  # acks written before the kill landed
+    child.wait()
+
+    stored = {row[0] for row in await sql(postgres_url, "SELECT request_id FROM invocations")}
+    assert [rid for rid in acknowledged if rid not in stored] == []
+    assert len(acknowledged) >= 500
