@@ -484,3 +484,16 @@ async def test_every_acknowledged_enqueue_survives_sigkill_of_its_process(
     stored = {row[0] for row in await sql(postgres_url, "SELECT request_id FROM invocations")}
     assert [rid for rid in acknowledged if rid not in stored] == []
     assert len(acknowledged) >= 500
+
+
+async def test_open_wakeups_gives_postgresql_stores_a_listen_notify_channel(
+    store: PostgresStore, tmp_path
+) -> None:
+    from sagequeue.config import Settings
+    from sagequeue.stores import open_wakeups
+    from sagequeue.stores.sqlite import SqliteStore
+
+    channel = open_wakeups(Settings(data_dir=tmp_path), store)
+    assert isinstance(channel, PostgresWakeups) and channel.url == store.url
+    # SQLite's workers on this host are woken by the local doorbell instead.
+    assert open_wakeups(Settings(data_dir=tmp_path), SqliteStore(tmp_path / "db")) is None
