@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sagequeue.config import Settings
+from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
@@ -155,6 +156,8 @@ class Worker:
                     await action()
                 except asyncio.CancelledError:
                     raise
+                except ServiceUnavailable as exc:  # the store restarts: the next round retries
+                    log.warning("worker step %s: %s", name, exc.message)
                 except Exception:
                     log.exception("worker background step %s failed", name)
 
