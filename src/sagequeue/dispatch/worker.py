@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sagequeue.config import Settings
-from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
+from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.ports import Clock, ObjectStore, SystemClock, WakeupChannel
 from sagequeue.runtimes import select_runtime
 
