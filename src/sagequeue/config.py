@@ -26,6 +26,14 @@ ROLES = ("all", "api", "worker")
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
+# The largest model response a worker takes (SageMaker Asynchronous Inference's payload
+# limit, 1 GB); a worker holds each response it writes in memory. Responses travel to the
+# worker in frames with a 32-bit length, hence the upper bound.
+DEFAULT_MAX_MODEL_RESPONSE_BYTES = 1024**3
+MAX_MODEL_RESPONSE_BYTES_LIMIT = 4095 * 1024**2
+# How long a worker keeps trying to write a failure object before the request goes back
+# to the queue (to end once the object store is back).
+DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS = 60.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -67,6 +75,9 @@ class Settings:
     body_timeout: float = 30.0  # seconds without a byte while a body is being received
     max_connections: int = 1024  # open connections; more are refused with 503
     max_control_body: int = 1024 * 1024  # control-plane request body, bytes
+    # Model responses over this many bytes fail the request (docs/reliability.md).
+    max_model_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES
+    failure_write_timeout: float = DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS
     # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
     access_keys: dict[str, str] = field(default_factory=dict)
     # Policy documents of scoped keys (AccessKeyId -> IAM-style policy) and the user
@@ -124,6 +135,8 @@ _SCALARS: dict[str, Any] = {
     "body_timeout": float,
     "max_connections": int,
     "max_control_body": int,
+    "max_model_response_bytes": int,
+    "failure_write_timeout": float,
 }
 # Limits that must be positive (a zero or negative one would refuse everything).
 _POSITIVE = (
@@ -134,6 +147,8 @@ _POSITIVE = (
     "body_timeout",
     "max_connections",
     "max_control_body",
+    "max_model_response_bytes",
+    "failure_write_timeout",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -198,6 +213,11 @@ def load_settings(
     retention = _first_given(flags, environ, file_values, "retention")
     if retention is not None:
         settings.retention = parse_duration(retention, "retention")
+    if settings.max_model_response_bytes > MAX_MODEL_RESPONSE_BYTES_LIMIT:
+        raise ConfigError(
+            f"max-model-response-bytes must be at most {MAX_MODEL_RESPONSE_BYTES_LIMIT} "
+            f"(4095 MiB), not {settings.max_model_response_bytes}"
+        )
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
     if not 1 <= settings.worker_timeout <= 3600:

@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(loopback is allowed by default when listening on loopback)",
     )
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
+    parser.add_argument(
+        "--max-model-response-bytes",
+        help="largest model response a worker takes; a larger one fails the request "
+        "(default 1073741824, SageMaker's 1 GB)",
+    )
+    parser.add_argument(
+        "--failure-write-timeout",
+        help="seconds a worker retries writing a failure object before the request goes "
+        "back to the queue (default 60)",
+    )
     limits = parser.add_argument_group(
         "HTTP limits (enforced before authentication; see docs/security.md)"
     )

@@ -25,8 +25,12 @@ def select_runtime(
         from sagequeue.runtimes.http_container import HttpContainerRuntime
 
         return HttpContainerRuntime(
-            allow_hosts=settings.container_allow_hosts, server_host=settings.host
+            allow_hosts=settings.container_allow_hosts,
+            server_host=settings.host,
+            max_response_bytes=settings.max_model_response_bytes,
         )
     from sagequeue.runtimes.python_runtime import PythonRuntime
 
-    return PythonRuntime(objects, settings.data_dir)
+    return PythonRuntime(
+        objects, settings.data_dir, max_response_bytes=settings.max_model_response_bytes
+    )

@@ -16,8 +16,10 @@ from typing import Any
 
 import msgspec
 
+from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
 from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse, ObjectStore
 from sagequeue.runtimes.frames import CHUNK_SIZE, HEADER, FrameKind, encode_frame
+from sagequeue.runtimes.limits import response_too_large
 from sagequeue.runtimes.model_archive import fetch_model_archive
 
 log = logging.getLogger("sagequeue.runtimes.python")
@@ -29,6 +31,11 @@ LOAD_TIMEOUT_SECONDS = 300.0
 # instance process is restarted (a thread cannot be stopped any other way).
 TIMEOUT_GRACE_SECONDS = 5.0
 RESTART_BACKOFF_SECONDS = 1.0
+# Room in a RESULT frame beyond the response body: its length prefix and JSON metadata
+# (content type, custom attributes).
+FRAME_OVERHEAD = 64 * 1024
+# What is kept of an ERROR frame that is too large (the rest is read and dropped).
+MAX_ERROR_MESSAGE = 64 * 1024
 
 
 class InstanceCrashed(ModelInvocationError):
@@ -56,13 +63,20 @@ def _container_of(model: dict[str, Any]) -> dict[str, Any]:
 class PythonRuntime:
     """``ModelRuntime`` for ``sagequeue/python`` and SageMaker framework images."""
 
-    def __init__(self, objects: ObjectStore, data_dir: Path) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        data_dir: Path,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
+    ) -> None:
         self._objects = objects
         self._models_root = data_dir.absolute() / "models"
+        self._max_response_bytes = max_response_bytes
 
     async def start_instance(self, model: dict[str, Any], max_concurrency: int) -> PythonInstance:
         spec = await self.prepare(model)
-        instance = PythonInstance(spec, max_concurrency)
+        instance = PythonInstance(spec, max_concurrency, self._max_response_bytes)
         await instance.start()
         return instance
 
@@ -96,9 +110,15 @@ class PythonRuntime:
 class PythonInstance:
     """One model instance process; restarts it when it dies."""
 
-    def __init__(self, spec: LaunchSpec, max_concurrency: int) -> None:
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        max_concurrency: int,
+        max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
+    ) -> None:
         self.spec = spec
         self.max_concurrency = max(1, max_concurrency)
+        self.max_response_bytes = max_response_bytes
         self._slots = asyncio.Semaphore(self.max_concurrency)
         self._numbers = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ModelResponse]] = {}
@@ -130,6 +150,8 @@ class PythonInstance:
             self.spec.program,
             "--max-concurrency",
             str(self.max_concurrency),
+            "--max-response-bytes",
+            str(self.max_response_bytes),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -250,9 +272,23 @@ class PythonInstance:
 
     async def _read_results(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
+        largest_frame = self.max_response_bytes + FRAME_OVERHEAD
         try:
             while True:
-                kind, number, payload = await _read_frame(process.stdout)
+                kind, number, length = _parse_header(await process.stdout.readexactly(HEADER.size))
+                if length > largest_frame:
+                    # The instance checks the size itself; this holds if it does not:
+                    # the frame is read and dropped, never held.
+                    kept = await _drop_frame(process.stdout, length, MAX_ERROR_MESSAGE)
+                    future = self._pending.pop(number, None)
+                    if future is not None and not future.done():
+                        future.set_exception(
+                            response_too_large(length - FRAME_OVERHEAD, self.max_response_bytes)
+                            if kind is FrameKind.RESULT
+                            else ModelInvocationError(kept.decode("utf-8", "replace"))
+                        )
+                    continue
+                payload = await process.stdout.readexactly(length) if length else b""
                 if kind is FrameKind.PONG:
                     pong = self._pongs.get(number)
                     if pong is not None and not pong.done():
@@ -273,8 +309,11 @@ class PythonInstance:
                     )
                 elif kind is FrameKind.ERROR:
                     future.set_exception(ModelInvocationError(payload.decode("utf-8", "replace")))
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except ValueError:  # not a frame: the channel is out of step, start afresh
+            log.error("model instance pid %s wrote a malformed frame; restarting", process.pid)
+            await _kill(process)
         returncode = await process.wait()
         self._ready.clear()
         self._fail_pending(f"the model instance process exited with code {returncode}")
@@ -318,10 +357,24 @@ async def _chunks(body: bytes | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _read_frame(stream: asyncio.StreamReader) -> tuple[FrameKind, int, bytes]:
-    header = await stream.readexactly(HEADER.size)
-    kind, number, length = HEADER.unpack(header)
+    kind, number, length = _parse_header(await stream.readexactly(HEADER.size))
     payload = await stream.readexactly(length) if length else b""
-    return FrameKind(kind), number, payload
+    return kind, number, payload
+
+
+def _parse_header(header: bytes) -> tuple[FrameKind, int, int]:
+    """(kind, request number, payload length); ValueError for an unknown kind."""
+    kind, number, length = HEADER.unpack(header)
+    return FrameKind(kind), number, length
+
+
+async def _drop_frame(stream: asyncio.StreamReader, length: int, keep: int) -> bytes:
+    """Read a frame's payload of ``length`` bytes, keeping only its first ``keep``."""
+    kept = await stream.readexactly(min(length, keep))
+    remaining = length - len(kept)
+    while remaining:
+        remaining -= len(await stream.readexactly(min(remaining, CHUNK_SIZE)))
+    return kept
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
