@@ -152,9 +152,7 @@ async def test_a_jump_forward_lapses_a_dead_workers_lease_and_the_request_runs_a
     assert dead not in [w.worker_id for w in await env.store.list_workers()]
 
 
-async def test_a_jump_back_finishes_the_running_request_once_and_later_ones_too(
-    env, clock
-) -> None:
+async def test_a_jump_back_finishes_the_running_request_once_and_later_ones_too(env, clock) -> None:
     worker = await start(env, clock)
     owner = worker.owner
     running = await env.enqueue("echo", b"x", custom_attributes="sleep_ms=1500")
