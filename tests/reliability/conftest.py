@@ -9,9 +9,11 @@ appends its figures to, as JSON lines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -423,7 +425,11 @@ class Outcome:
 
 
 def settle(
-    cluster: Cluster, load: Load, endpoint: str, bucket: str, timeout: float = 180
+    cluster: Cluster,
+    accepted: dict[str, Accepted],
+    endpoint: str,
+    bucket: str,
+    timeout: float = 180,
 ) -> Outcome:
     """Wait until every recorded request of ``endpoint`` is final, then check each that
     got a 202: one row, final, finished once, and exactly the one result object its
@@ -442,7 +448,7 @@ def settle(
     lost = duplicates = 0
     by_status: Counter[str] = Counter()
     rerun = 0
-    for inference_id, promise in load.accepted.items():
+    for inference_id, promise in accepted.items():
         found = rows.get(inference_id, [])
         if len(found) != 1:
             problems.append(f"{inference_id}: {len(found)} rows")
@@ -467,8 +473,8 @@ def settle(
         elif (status == "Completed") != has_output or (status != "Completed") != has_failure:
             problems.append(f"{inference_id}: {status}, output {has_output}, failure {has_failure}")
             lost += 1
-    unacknowledged = sum(1 for inference_id in rows if inference_id not in load.accepted)
-    return Outcome(len(load.accepted), lost, duplicates, by_status, rerun, unacknowledged, problems)
+    unacknowledged = sum(1 for inference_id in rows if inference_id not in accepted)
+    return Outcome(len(accepted), lost, duplicates, by_status, rerun, unacknowledged, problems)
 
 
 # ----------------------------------------------------------------------------- local store
@@ -510,8 +516,6 @@ class MotoServer:
         wait_until(self._answers, "moto listening", 30)
 
     def _answers(self) -> bool:
-        import socket
-
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
             return True
@@ -539,6 +543,72 @@ def moto_server(tmp_path: Path) -> Iterator[MotoServer]:
     server.start()
     yield server
     server.stop()
+
+
+class Gate:
+    """A TCP relay on a port of its own in front of a service: closed, connections to it
+    are refused and those open are cut, as when the service is down. It lets a test
+    restart moto behind it and recreate moto's state before anyone can reach it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._connections = self._connections, []
+        if listener is not None:
+            listener.close()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                downstream, _ = listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                downstream.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    downstream.close()
+                    upstream.close()
+                    return
+                self._connections += [downstream, upstream]
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 # ----------------------------------------------------------------------------- memory

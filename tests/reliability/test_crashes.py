@@ -72,7 +72,7 @@ def test_a_killed_process_loses_and_repeats_no_acknowledged_request(
     total = scaled(REQUESTS)
     load = Load(cluster.api(), endpoint, total).run({total // 3: kill_and_restart(cluster, killed)})
     assert len(load.accepted) >= total // 3  # the crash came mid-load
-    outcome = settle(cluster, load, endpoint, bucket)
+    outcome = settle(cluster, load.accepted, endpoint, bucket)
     figures.record(
         "crash",
         f"SIGKILL of the `{killed}` process ({topology}, {backend.name})",
@@ -112,7 +112,7 @@ def test_a_crash_between_the_output_and_the_finish_reruns_the_request_once(
         cluster.restart("all")
 
     load = Load(cluster.api(), "fault-finish", total).run({1: restart_after_the_fault})
-    outcome = settle(cluster, load, "fault-finish", bucket)
+    outcome = settle(cluster, load.accepted, "fault-finish", bucket)
     figures.record(
         "fault",
         f"after-output-before-finish ({backend.name})",

@@ -52,7 +52,7 @@ def test_a_crash_between_an_outputs_rename_and_its_commit_loses_nothing(
     deploy(server, "fault-rename", bucket="fault-rename", instances=1, concurrency=4)
     StoreReader(cluster).install_audit()
     load = Load(server, "fault-rename", total).run({1: lambda: crash_then_restart(cluster)})
-    outcome = settle(cluster, load, "fault-rename", "fault-rename")
+    outcome = settle(cluster, load.accepted, "fault-rename", "fault-rename")
     orphans, dangling = local_store_audit(objects_root(server))
     figures.record(
         "fault",

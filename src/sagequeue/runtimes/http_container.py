@@ -11,7 +11,7 @@ from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
 from sagequeue.domain.containers import ContainerUrlError, check_container_host
 from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse
 from sagequeue.runtimes.http_client import HttpError, HttpResponse, request
-from sagequeue.runtimes.limits import response_too_large
+from sagequeue.runtimes.limits import header_value_or_none, response_too_large
 
 PING_TIMEOUT_SECONDS = 30.0
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -122,8 +122,10 @@ class HttpContainerInstance:
             )
         return ModelResponse(
             body=body,
-            content_type=response.headers.get("content-type"),
-            custom_attributes=response.headers.get(CUSTOM_ATTRIBUTES_HEADER.lower()),
+            content_type=header_value_or_none(response.headers.get("content-type")),
+            custom_attributes=header_value_or_none(
+                response.headers.get(CUSTOM_ATTRIBUTES_HEADER.lower())
+            ),
         )
 
     async def _read_body(self, response: HttpResponse) -> bytes:

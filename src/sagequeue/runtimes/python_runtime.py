@@ -19,7 +19,7 @@ import msgspec
 from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
 from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse, ObjectStore
 from sagequeue.runtimes.frames import CHUNK_SIZE, HEADER, FrameKind, encode_frame
-from sagequeue.runtimes.limits import response_too_large
+from sagequeue.runtimes.limits import header_value_or_none, response_too_large
 from sagequeue.runtimes.model_archive import fetch_model_archive
 
 log = logging.getLogger("sagequeue.runtimes.python")
@@ -303,8 +303,8 @@ class PythonInstance:
                     future.set_result(
                         ModelResponse(
                             body=payload[4 + meta_length :],
-                            content_type=meta.get("content_type"),
-                            custom_attributes=meta.get("custom_attributes"),
+                            content_type=header_value_or_none(meta.get("content_type")),
+                            custom_attributes=header_value_or_none(meta.get("custom_attributes")),
                         )
                     )
                 elif kind is FrameKind.ERROR:
