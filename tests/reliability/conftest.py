@@ -1,11 +1,8 @@
 """The crash and fault suite's harness: clusters of real ``sagequeue serve`` processes on
 SQLite or PostgreSQL, a bounded load of boto3 clients, a ledger that checks every request
 that got a 202 ended exactly once, and the figures that ``make reliability`` publishes
-(docs/reliability.md).
-
-``SAGEQUEUE_RELIABILITY_SCALE`` multiplies the loads (``make reliability`` runs a larger
-version of the suite); ``SAGEQUEUE_RELIABILITY_FIGURES`` names a file each scenario
-appends its figures to, as JSON lines."""
+(docs/reliability.md; tests/figures.py: ``SAGEQUEUE_RELIABILITY_SCALE`` multiplies the
+loads, for the larger run of ``make reliability``)."""
 
 from __future__ import annotations
 
@@ -32,37 +29,26 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+import figures
 from conftest import MOTO_SERVER, REGION, ServerProcess, free_port
 
-SCALE = float(os.environ.get("SAGEQUEUE_RELIABILITY_SCALE", "1"))
-FIGURES_FILE = os.environ.get("SAGEQUEUE_RELIABILITY_FIGURES")
 FINAL = ("Completed", "Failed", "Expired")
 WORKER_TIMEOUT = "2"  # seconds: a killed worker's requests move quickly
 FAULTS = "SAGEQUEUE_TEST_FAULTS"
 
 
-def scaled(count: int) -> int:
-    return max(1, round(count * SCALE))
-
-
-# ----------------------------------------------------------------------------- figures
 class Figures:
-    """What one scenario measured, for docs/reliability.md (written only when the
-    figures file is named)."""
+    """What one scenario measured, for docs/reliability.md (tests/figures.py)."""
 
     def __init__(self, test_id: str) -> None:
         self.test_id = test_id
 
     def record(self, suite: str, scenario: str, **values: Any) -> None:
-        if not FIGURES_FILE:
-            return
-        line = json.dumps({"suite": suite, "scenario": scenario, "test": self.test_id, **values})
-        with open(FIGURES_FILE, "a") as handle:
-            handle.write(line + "\n")
+        figures.record(suite, scenario, self.test_id, **values)
 
 
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Figures:
+@pytest.fixture(name="figures")
+def figures_fixture(request: pytest.FixtureRequest) -> Figures:
     return Figures(request.node.nodeid)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from acceptance.helpers import deploy
+from figures import scaled
 
 from .conftest import (
     FAULTS,
@@ -14,7 +15,6 @@ from .conftest import (
     Cluster,
     Load,
     StoreReader,
-    scaled,
     settle,
     unique_bucket,
     wait_until,

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import BotoCoreError
 
 from acceptance.helpers import deploy
+from figures import scaled
 
 from .conftest import (
     FAULTS,
@@ -22,7 +23,6 @@ from .conftest import (
     StoreReader,
     client,
     local_store_audit,
-    scaled,
     settle,
     wait_until,
 )
