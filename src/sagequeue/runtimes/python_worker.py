@@ -98,8 +98,8 @@ def _run_one(
             {"content_type": _text_or_none(content_type), "custom_attributes": custom_attributes}
         )
     except (TypeError, ValueError) as exc:  # attributes that are not text
-        message = f"The handler's response cannot be sent: {describe_exception(exc)}"
-        channel.write(FrameKind.ERROR, number, message.encode("utf-8", "replace"))
+        reason = f"The handler's response cannot be sent: {describe_exception(exc)}"
+        channel.write(FrameKind.ERROR, number, reason.encode("utf-8", "replace"))
         return
     channel.write(
         FrameKind.RESULT,
