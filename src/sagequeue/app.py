@@ -31,6 +31,15 @@ class Application:
         self.control = None
         self.wakeups: WakeupChannel | None = None
         self.keys, self.generated_keys = load_access_keys(settings)
+        from sagequeue.domain.metrics import MetricClock
+        from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
+
+        self.metric_clock = MetricClock(settings.time_scale)
+        # The front door's counts (Invocations, 4XX / 5XX errors), written to the store
+        # every few seconds.
+        self.api_metrics = MetricsRecorder(
+            None, new_writer_id("api"), self.metric_clock, instance_counter=self._running
+        )
 
     async def start(self) -> None:
         from sagequeue.frontdoor.control import ControlPlane
@@ -43,6 +52,8 @@ class Application:
         self._warn_if_objects_are_local_to_this_host()
         self.wakeups = self._wakeup_channel()
         if settings.runs_api:
+            self.api_metrics.store = self.store
+            self.api_metrics.start()
             self.control = ControlPlane(self.store, settings)
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
@@ -76,8 +87,15 @@ class Application:
                 settings.object_store_url,
             )
 
+    async def _running(self, endpoint_name: str) -> dict[str, int]:
+        from sagequeue.monitoring.backlog import running_instances
+
+        return await running_instances(self.store, endpoint_name)
+
     async def stop(self) -> None:
         self.ready = False
+        if self.settings.runs_api:
+            await self.api_metrics.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self.wakeups is not None:
@@ -123,7 +141,9 @@ class Application:
         settings = self.settings
         return FrontDoor(
             SigV4Verifier(self.keys, region=settings.region),
-            runtime=RuntimeApi(lambda: app.store, settings, self.on_enqueued),
+            runtime=RuntimeApi(
+                lambda: app.store, settings, self.on_enqueued, metrics=self.api_metrics
+            ),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects),
             policies=key_policies(settings),

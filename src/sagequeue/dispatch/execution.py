@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sagequeue.config import Settings
@@ -23,6 +24,9 @@ from sagequeue.ports import (
 )
 from sagequeue.runtimes import InstanceCrashed
 
+if TYPE_CHECKING:
+    from sagequeue.monitoring.recorder import MetricsSink
+
 log = logging.getLogger("sagequeue.worker")
 
 MAX_ATTEMPTS = 3
@@ -35,12 +39,18 @@ class InputUnavailable(Exception):
 
 class Executor:
     def __init__(
-        self, queue: QueueStore, objects: ObjectStore, settings: Settings, clock: Clock
+        self,
+        queue: QueueStore,
+        objects: ObjectStore,
+        settings: Settings,
+        clock: Clock,
+        metrics: MetricsSink | None = None,
     ) -> None:
         self.queue = queue
         self.objects = objects
         self.settings = settings
         self.clock = clock
+        self.metrics = metrics
 
     async def run(
         self, instance: ModelInstance, inv: Invocation, model_done: Callable[[], None]
@@ -51,11 +61,16 @@ class Executor:
         if now > inv.expires_at:
             await self.finish_with_failure(inv, InvocationStatus.EXPIRED, expired_reason(inv))
             return
+        self._observe("TimeInBacklog", inv, (inv.started_at or now) - inv.enqueued_at)
+        opened = self.clock.monotonic()
         try:
             body = await self._open_input(inv)
         except InputUnavailable as exc:
+            self._count("RequestDownloadFailures", inv)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, str(exc))
             return
+        if inv.inline_body is None:
+            self._observe("RequestDownloadLatency", inv, self.clock.monotonic() - opened)
         request = ModelRequest(
             inference_id=inv.inference_id,
             body=body,
@@ -64,6 +79,7 @@ class Executor:
             custom_attributes=inv.custom_attributes,
         )
         timeout = inv.invocation_timeout_seconds
+        invoked = self.clock.monotonic()
         try:
             try:
                 response = await instance.invoke(request, float(timeout))
@@ -85,17 +101,23 @@ class Executor:
                 await self.queue.release(inv.request_id, self._owner(inv))
             return
         except ModelInvocationError as exc:
+            self._observe("ModelLatency", inv, self.clock.monotonic() - invoked)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, exc.message)
             return
         except InputUnavailable as exc:  # raised while the input was being streamed
+            self._count("RequestDownloadFailures", inv)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, str(exc))
             return
+        self._observe("ModelLatency", inv, self.clock.monotonic() - invoked)
+        uploading = self.clock.monotonic()
         try:
             await self._write_output(inv, response)
         except (S3Error, ValueError) as exc:
+            self._count("ResponseUploadFailures", inv)
             reason = f"Could not write the output to {inv.output_location}: {exc}"
             await self.finish_with_failure(inv, InvocationStatus.FAILED, reason)
             return
+        self._observe("ResponseUploadLatency", inv, self.clock.monotonic() - uploading)
         await self._finish(inv, InvocationStatus.COMPLETED, None)
 
     async def finish_with_failure(
@@ -121,7 +143,23 @@ class Executor:
             # Its lease lapsed (this worker was paused or cut off) and it was taken
             # again: the other run finishes it.
             log.warning("invocation %s: lease lost before finishing", inv.inference_id)
+        elif self.metrics is not None:
+            if status is InvocationStatus.EXPIRED:
+                self._count("ExpiredRequests", inv)
+            else:
+                self._count("InvocationsProcessed", inv)
+                self._observe("TotalProcessingTime", inv, self.clock.now() - inv.enqueued_at)
+                if status is InvocationStatus.FAILED:
+                    self._count("InvocationFailures", inv)
         return finished
+
+    def _count(self, metric: str, inv: Invocation) -> None:
+        if self.metrics is not None:
+            self.metrics.count(metric, inv.endpoint_name, inv.variant_name)
+
+    def _observe(self, metric: str, inv: Invocation, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(metric, inv.endpoint_name, inv.variant_name, max(seconds, 0.0))
 
     @staticmethod
     def _owner(inv: Invocation) -> str:

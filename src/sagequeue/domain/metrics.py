@@ -354,9 +354,7 @@ def add_buckets(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
     if not b:
         return tuple(a)
     size = max(len(a), len(b))
-    return tuple(
-        (a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(size)
-    )
+    return tuple((a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(size))
 
 
 # ======================================================================================
