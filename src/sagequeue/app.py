@@ -29,6 +29,7 @@ class Application:
         self.objects = None
         self.worker = None
         self.control = None
+        self.cloudwatch = None
         self.wakeups: WakeupChannel | None = None
         self.keys, self.generated_keys = load_access_keys(settings)
         from sagequeue.domain.metrics import MetricClock
@@ -55,6 +56,14 @@ class Application:
             self.api_metrics.store = self.store
             self.api_metrics.start()
             self.control = ControlPlane(self.store, settings)
+            from sagequeue.monitoring.cloudwatch import CloudWatch
+
+            self.cloudwatch = CloudWatch(
+                self.store,
+                region=settings.region,
+                account_id=settings.account_id,
+                metric_clock=self.metric_clock,
+            )
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
         if settings.runs_worker:
@@ -127,6 +136,7 @@ class Application:
             self.wakeups.ring(endpoint_name)
 
     def frontdoor(self) -> FrontDoor:
+        from sagequeue.frontdoor.cloudwatch import CloudWatchApi
         from sagequeue.frontdoor.control import ControlApi
         from sagequeue.frontdoor.runtime import RuntimeApi
         from sagequeue.frontdoor.s3 import S3Api
@@ -146,6 +156,14 @@ class Application:
             ),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects),
+            services={
+                "monitoring": CloudWatchApi(
+                    lambda: app.cloudwatch,
+                    settings.region,
+                    settings.account_id,
+                    max_body=settings.max_control_body,
+                ),
+            },
             policies=key_policies(settings),
             ops={"/healthz": healthz},
             on_startup=[self.start],

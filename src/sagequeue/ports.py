@@ -239,6 +239,11 @@ class ResourceKind(enum.StrEnum):
     MODEL = "model"
     ENDPOINT_CONFIG = "endpoint-config"
     ENDPOINT = "endpoint"
+    # CloudWatch and Application Auto Scaling documents (their names are case-sensitive:
+    # they are stored under a case-free key, see sagequeue.monitoring.cloudwatch).
+    ALARM = "alarm"
+    SCALABLE_TARGET = "scalable-target"
+    SCALING_POLICY = "scaling-policy"
 
 
 @dataclass(slots=True)
