@@ -30,6 +30,7 @@ class Application:
         self.worker = None
         self.control = None
         self.cloudwatch = None
+        self.autoscaling = None
         self.wakeups: WakeupChannel | None = None
         self.keys, self.generated_keys = load_access_keys(settings)
         from sagequeue.domain.metrics import MetricClock
@@ -63,6 +64,14 @@ class Application:
                 region=settings.region,
                 account_id=settings.account_id,
                 metric_clock=self.metric_clock,
+            )
+            from sagequeue.autoscaling.operations import ApplicationAutoScaling
+
+            self.autoscaling = ApplicationAutoScaling(
+                self.store,
+                self.cloudwatch,
+                region=settings.region,
+                account_id=settings.account_id,
             )
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
@@ -136,6 +145,7 @@ class Application:
             self.wakeups.ring(endpoint_name)
 
     def frontdoor(self) -> FrontDoor:
+        from sagequeue.frontdoor.autoscaling import AutoScalingApi
         from sagequeue.frontdoor.cloudwatch import CloudWatchApi
         from sagequeue.frontdoor.control import ControlApi
         from sagequeue.frontdoor.runtime import RuntimeApi
@@ -162,6 +172,9 @@ class Application:
                     settings.region,
                     settings.account_id,
                     max_body=settings.max_control_body,
+                ),
+                "application-autoscaling": AutoScalingApi(
+                    lambda: app.autoscaling, max_body=settings.max_control_body
                 ),
             },
             policies=key_policies(settings),
