@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from sagequeue.autoscaling.autoscaler import Autoscaler
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
@@ -89,6 +90,7 @@ class Worker:
         self.sampler = BacklogSampler(
             store, self.membership, self.recorder, self.metric_clock, self.clock
         )
+        self.autoscaler = Autoscaler(store, self.membership, self.metric_clock, self.clock)
         self.placement = Placement(
             store,
             objects,
@@ -136,9 +138,10 @@ class Worker:
             self._every(self._renew_seconds, self._renew, "renewer"),
         ]
         self.recorder.start()
-        self._tasks.append(
-            self._every(self.metric_clock.sample_seconds, self.sampler.sample, "sampler")
-        )
+        self._tasks += [
+            self._every(self.metric_clock.sample_seconds, self.sampler.sample, "sampler"),
+            self._every(self.metric_clock.sample_seconds, self.autoscaler.tick, "autoscaler"),
+        ]
 
     async def stop(self) -> None:
         """Stop leasing, let in-flight invocations finish (up to the grace period),
