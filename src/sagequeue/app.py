@@ -158,9 +158,13 @@ class Application:
             body = msgspec.json.encode({"status": "ok" if app.ready else "starting"})
             return Response(status, [("content-type", "application/json")], body)
 
+        from sagequeue.frontdoor.prometheus import PrometheusEndpoint
+
         settings = self.settings
+        verifier = SigV4Verifier(self.keys, region=settings.region)
+        policies = key_policies(settings)
         return FrontDoor(
-            SigV4Verifier(self.keys, region=settings.region),
+            verifier,
             runtime=RuntimeApi(
                 lambda: app.store, settings, self.on_enqueued, metrics=self.api_metrics
             ),
@@ -177,8 +181,11 @@ class Application:
                     lambda: app.autoscaling, max_body=settings.max_control_body
                 ),
             },
-            policies=key_policies(settings),
+            policies=policies,
             ops={"/healthz": healthz},
+            metrics=PrometheusEndpoint(
+                lambda: app.store, verifier, policies, settings.metrics_token
+            ),
             on_startup=[self.start],
             on_shutdown=[self.stop],
         )

@@ -189,6 +189,10 @@ class Autoscaler:
             if value is None:
                 return
             wanted = tracking_capacity(current, value, float(config["TargetValue"]))
+            # The high alarm only scales out, the low one only in.
+            scales_out = alarm["ComparisonOperator"].startswith("Greater")
+            if (wanted > current) != scales_out or wanted == current:
+                return
             if wanted < current and config.get("DisableScaleIn"):
                 return
             out_cooldown = float(config.get("ScaleOutCooldown", DEFAULT_COOLDOWN_SECONDS))

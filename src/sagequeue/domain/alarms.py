@@ -3,7 +3,9 @@
 An alarm looks at the last ``EvaluationPeriods`` complete periods of its metric. It goes
 to ALARM when at least ``DatapointsToAlarm`` of them breach the threshold, to OK when
 fewer do, and treats missing datapoints as its ``TreatMissingData`` says (CloudWatch's
-"Configuring how CloudWatch alarms treat missing data").
+"Configuring how CloudWatch alarms treat missing data"). With missing data treated as
+missing, ALARM always needs ``DatapointsToAlarm`` breaching datapoints: while fewer are
+known and some breach, the state is kept.
 """
 
 from __future__ import annotations
@@ -65,9 +67,15 @@ def evaluate(
                 f"Insufficient Data: {len(datapoints)} datapoints were unknown.",
             )
     shown = ", ".join(_number(v) for v in present[-5:]) or "none"
-    if breaching >= datapoints_to_alarm or (
-        0 < considered < datapoints_to_alarm and breaching == considered
-    ):
+    if breaching < datapoints_to_alarm and breaching > 0 and considered < datapoints_to_alarm:
+        # Too few datapoints yet to tell (a new metric, or a new alarm on a young one):
+        # ALARM needs DatapointsToAlarm of them.
+        return Evaluation(
+            None,
+            f"{considered} of {len(datapoints)} datapoints known, {breaching} breaching: "
+            "state kept until DatapointsToAlarm datapoints are known.",
+        )
+    if breaching >= datapoints_to_alarm:
         return Evaluation(
             AlarmState.ALARM,
             f"Threshold Crossed: {breaching} out of the last {len(datapoints)} datapoints "

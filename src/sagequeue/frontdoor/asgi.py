@@ -92,6 +92,7 @@ class FrontDoor:
                 headers=decode_headers(scope["headers"]),
                 request_id=new_id(),
                 receive=receive,
+                client_host=(scope.get("client") or (None,))[0],
             )
             response = await self.respond(request)
             await _send(send, response, request.method == "HEAD")
