@@ -13,6 +13,7 @@ import pytest
 from sagequeue.config import Settings
 from sagequeue.dispatch.doorbell import Doorbell, DoorbellChannel
 from sagequeue.dispatch.worker import Worker
+from sagequeue.domain.errors import S3Error
 from sagequeue.ports import Invocation, InvocationStatus, Resource, ResourceKind
 from sagequeue.stores.memory import MemoryStore
 from sagequeue.stores.objects_local import LocalObjectStore
@@ -420,3 +421,90 @@ async def test_slot_takes_the_next_request_while_a_result_is_being_written(env) 
     let_first_write_finish.set()
     assert (await env.final(first)).status is InvocationStatus.COMPLETED
     assert await env.read(first.output_location) == (b'{"n": 1}', "application/json")
+
+
+class Outage:
+    """Makes the object store's reads or writes fail with 503 while ``down`` (or for the
+    first ``failures`` calls), as an S3 service that is restarting does."""
+
+    def __init__(self, objects: LocalObjectStore, method: str, prefix: str) -> None:
+        self.original = getattr(objects, method)
+        self.prefix = prefix
+        self.down = False
+        self.failures = 0
+        self.calls = 0
+        setattr(objects, method, self)
+
+    async def __call__(self, bucket, key, *args, **kwargs):
+        if key.startswith(self.prefix):
+            self.calls += 1
+            if self.down or self.failures > 0:
+                self.failures -= 1
+                raise S3Error("Service Unavailable", code="ServiceUnavailable", status=503)
+        return await self.original(bucket, key, *args, **kwargs)
+
+
+async def test_output_write_failing_for_a_while_is_retried_and_completes(env) -> None:
+    await env.create_endpoint("echo")
+    await env.worker()
+    await env.endpoint("echo")
+    outage = Outage(env.objects, "put_object", "out/")
+    outage.failures = 2
+    inv = await env.enqueue("echo", b'{"n": 1}')
+    assert (await env.final(inv)).status is InvocationStatus.COMPLETED
+    assert outage.calls == 3
+    assert await env.read(inv.output_location) == (b'{"n": 1}', "application/json")
+
+
+async def test_input_unreadable_past_the_invocation_timeout_fails_with_the_reason(env) -> None:
+    await env.create_endpoint("echo")
+    await env.worker()
+    await env.endpoint("echo")
+    await env.objects.put_object(BUCKET, "in/data.json", one_chunk(b"{}"))
+    outage = Outage(env.objects, "get_object", "in/")
+    outage.down = True
+    inv = await env.enqueue(
+        "echo", None, input_location=f"s3://{BUCKET}/in/data.json", invocation_timeout_seconds=1
+    )
+    done = await env.final(inv)
+    assert done.status is InvocationStatus.FAILED
+    assert done.failure_reason.startswith(f"Could not read the input from s3://{BUCKET}/in/")
+    assert "ServiceUnavailable" in done.failure_reason
+    assert outage.calls > 1
+
+
+async def test_output_unwritable_past_the_invocation_timeout_fails_with_the_reason(env) -> None:
+    await env.create_endpoint("echo")
+    await env.worker()
+    await env.endpoint("echo")
+    outage = Outage(env.objects, "put_object", "out/")
+    outage.down = True
+    inv = await env.enqueue("echo", b"{}", invocation_timeout_seconds=1)
+    done = await env.final(inv)
+    assert done.status is InvocationStatus.FAILED
+    assert done.failure_reason.startswith(f"Could not write the output to {inv.output_location}")
+    assert (await env.read(inv.failure_location))[0] == done.failure_reason.encode()
+
+
+async def test_request_whose_failure_object_cannot_be_written_ends_once_the_store_is_back(
+    env, monkeypatch
+) -> None:
+    from sagequeue.dispatch import execution
+
+    monkeypatch.setattr(execution, "FAILURE_WRITE_SECONDS", 0.3)
+    await env.create_endpoint("crashy", archive="crashing")
+    await env.worker()
+    await env.endpoint("crashy")
+    outage = Outage(env.objects, "put_object", "failures/")
+    outage.down = True
+    inv = await env.enqueue("crashy", b"fail", content_type="text/csv")
+    for _ in range(200):  # it runs, cannot end, and goes back to the queue: again and again
+        if outage.calls >= 4:
+            break
+        await asyncio.sleep(0.05)
+    current = await env.store.get("crashy", inv.inference_id)
+    assert not current.status.is_final
+    outage.down = False
+    done = await env.final(inv)
+    assert done.status is InvocationStatus.FAILED
+    assert await env.read(inv.failure_location) == (b"RuntimeError: model says no", "text/plain")

@@ -4,11 +4,14 @@ conditionally on still holding its lease (so that it never finishes twice)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+from sagequeue import faults
 from sagequeue.config import Settings
 from sagequeue.domain.errors import S3Error
 from sagequeue.ports import (
@@ -31,6 +34,13 @@ log = logging.getLogger("sagequeue.worker")
 
 MAX_ATTEMPTS = 3
 MAX_REASON_LENGTH = 1024
+# Transient object-store errors are retried with exponential backoff and jitter: reads
+# and output writes within the invocation's timeout, failure objects for this long.
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 5.0
+FAILURE_WRITE_SECONDS = 60.0
+
+T = TypeVar("T")
 
 
 class InputUnavailable(Exception):
@@ -63,11 +73,18 @@ class Executor:
             return
         self._observe("TimeInBacklog", inv, (inv.started_at or now) - inv.enqueued_at)
         opened = self.clock.monotonic()
+        # Reading the input and writing the output may retry up to the invocation timeout.
+        deadline = opened + inv.invocation_timeout_seconds
         try:
-            body = await self._open_input(inv)
+            body = await self._retrying(lambda: self._open_input(inv), deadline)
         except InputUnavailable as exc:
             self._count("RequestDownloadFailures", inv)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, str(exc))
+            return
+        except (S3Error, OSError) as exc:  # still unavailable when the timeout ran out
+            self._count("RequestDownloadFailures", inv)
+            reason = f"Could not read the input from {inv.input_location}: {_describe(exc)}"
+            await self.finish_with_failure(inv, InvocationStatus.FAILED, reason)
             return
         if inv.inline_body is None:
             self._observe("RequestDownloadLatency", inv, self.clock.monotonic() - opened)
@@ -111,29 +128,61 @@ class Executor:
         self._observe("ModelLatency", inv, self.clock.monotonic() - invoked)
         uploading = self.clock.monotonic()
         try:
-            await self._write_output(inv, response)
+            await self._retrying(lambda: self._write_output(inv, response), deadline)
         except (S3Error, ValueError) as exc:
             self._count("ResponseUploadFailures", inv)
-            reason = f"Could not write the output to {inv.output_location}: {exc}"
+            reason = f"Could not write the output to {inv.output_location}: {_describe(exc)}"
             await self.finish_with_failure(inv, InvocationStatus.FAILED, reason)
             return
         self._observe("ResponseUploadLatency", inv, self.clock.monotonic() - uploading)
+        faults.crash_point("after-output-before-finish")
         await self._finish(inv, InvocationStatus.COMPLETED, None)
 
     async def finish_with_failure(
         self, inv: Invocation, status: InvocationStatus, reason: str
     ) -> bool:
-        """Write the failure object, then finish (the object first: a 202 promises it)."""
+        """Write the failure object, then finish (the object first: a 202 promises it).
+
+        While the object store is unavailable the request is not finished: after
+        retrying for a while it goes back to the queue, to end once the store is back."""
         from sagequeue.stores.objects import parse_s3_uri
 
-        try:
+        async def write() -> None:
             bucket, key = parse_s3_uri(inv.failure_location)
             await self.objects.put_object(
                 bucket, key, one_chunk(reason.encode("utf-8")), content_type="text/plain"
             )
-        except (S3Error, ValueError) as exc:
+
+        try:
+            await self._retrying(write, self.clock.monotonic() + FAILURE_WRITE_SECONDS)
+        except (S3Error, ValueError, OSError) as exc:
+            if is_transient(exc):
+                log.error(
+                    "invocation %s: the object store is unavailable (%s); the request goes "
+                    "back to the queue to end once it is back",
+                    inv.inference_id,
+                    _describe(exc),
+                )
+                await self.queue.release(inv.request_id, self._owner(inv), attempted=False)
+                return False
+            # It can never be written (no such bucket, an invalid location): end it anyway.
             log.error("could not write failure object %s: %s", inv.failure_location, exc)
         return await self._finish(inv, status, reason[:MAX_REASON_LENGTH])
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """``operation()``, retried on transient object-store errors with exponential
+        backoff and jitter while ``deadline`` (monotonic) allows."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await operation()
+            except (S3Error, OSError) as exc:
+                pause = delay * random.uniform(0.5, 1.5)
+                if not is_transient(exc) or self.clock.monotonic() + pause > deadline:
+                    raise
+                log.warning("object store error (%s); retrying in %.1f s", _describe(exc), pause)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _finish(self, inv: Invocation, status: InvocationStatus, reason: str | None) -> bool:
         finished = await self.queue.finish(
@@ -176,7 +225,9 @@ class Executor:
             try:
                 bucket, key = parse_s3_uri(location)
                 _, stream = await self.objects.get_object(bucket, key)
-            except (S3Error, ValueError) as exc:
+            except (S3Error, ValueError, OSError) as exc:
+                if is_transient(exc):
+                    raise  # the caller retries while the invocation's timeout allows
                 raise InputUnavailable(
                     f"Could not read the input from {location}: {_describe(exc)}"
                 ) from None
@@ -224,6 +275,13 @@ class Executor:
             content_type=response.content_type,
             metadata=metadata,
         )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An object-store error that may pass: the service is down, overloaded or full."""
+    if isinstance(exc, S3Error):
+        return exc.status >= 500 or exc.code in ("RequestTimeout", "SlowDown")
+    return isinstance(exc, OSError)
 
 
 def expired_reason(inv: Invocation) -> str:

@@ -71,11 +71,15 @@ class Sweeper:
             overdue = await self.queue.lease_overdue(
                 self.membership.worker_id, SWEEP_BATCH, self._lease_seconds, now
             )
-            for inv in overdue:
+            ended = [
                 await self.executor.finish_with_failure(
                     inv, InvocationStatus.EXPIRED, expired_reason(inv)
                 )
-            if len(overdue) < SWEEP_BATCH:
+                for inv in overdue
+            ]
+            # Short batch: done. A request that could not end (its failure object could
+            # not be written) is queued again: try again next round, not at once.
+            if len(overdue) < SWEEP_BATCH or not all(ended):
                 return
 
     async def purge(self) -> int:

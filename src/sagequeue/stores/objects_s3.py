@@ -15,7 +15,7 @@ from typing import IO, Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from sagequeue.domain.errors import S3Error
 from sagequeue.ports import ObjectInfo
@@ -82,6 +82,11 @@ class S3ObjectStore:
             return await self._run(getattr(self._client, operation), **params)
         except ClientError as exc:
             raise _translate(exc, params) from None
+        except BotoCoreError as exc:
+            # The backend cannot be reached (connection refused, timeouts): transient.
+            raise S3Error(
+                f"The S3 backend is unavailable: {exc}", code="ServiceUnavailable", status=503
+            ) from None
 
     # ---------------------------------------------------------------- buckets
     async def ensure_bucket(self, name: str) -> None:
