@@ -96,7 +96,7 @@ def step_adjustment(steps: Sequence[dict[str, Any]], breach: float) -> int | Non
         low = -math.inf if lower is None else float(lower)
         high = math.inf if upper is None else float(upper)
         if breach >= 0:
-            inside = low <= breach < high or (high == 0 and breach == 0)
+            inside = low <= breach < high
         else:
             inside = low < breach <= high
         if inside:
