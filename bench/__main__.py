@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from bench import references, scenarios
+from bench import references, scaling, scenarios
 from bench.context import Bench
 from bench.report import Results, Row
 
@@ -32,6 +32,8 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "efficiency": scenarios.efficiency,
     "large": scenarios.large,
     "backlog": scenarios.backlog,
+    "metrics": scaling.metrics_cost,
+    "coldstart": scaling.cold_start,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 14 * 60  # the whole run must stay under 15 minutes

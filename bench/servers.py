@@ -223,6 +223,7 @@ class Sagequeue:
     port: int = field(default_factory=free_port)
     child: ChildProcess | None = None
     module: str = "sagequeue"  # bench.nostore: the same server without durable enqueue
+    extra_args: list[str] = field(default_factory=list)  # more ``serve`` flags
 
     @property
     def url(self) -> str:
@@ -245,6 +246,7 @@ class Sagequeue:
         ]
         if self.config is not None:
             argv += ["--config", str(self.config)]
+        argv += self.extra_args
         log = self.data_dir.parent / f"sagequeue-{self.role}-{self.port}.log"
         self.child = ChildProcess(argv, log, env={"SAGEQUEUE_CONFIG": ""}).start()
         if self.role == "worker":

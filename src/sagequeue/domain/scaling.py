@@ -95,10 +95,7 @@ def step_adjustment(steps: Sequence[dict[str, Any]], breach: float) -> int | Non
         upper = step.get("MetricIntervalUpperBound")
         low = -math.inf if lower is None else float(lower)
         high = math.inf if upper is None else float(upper)
-        if breach >= 0:
-            inside = low <= breach < high
-        else:
-            inside = low < breach <= high
+        inside = low <= breach < high if breach >= 0 else low < breach <= high
         if inside:
             return int(step["ScalingAdjustment"])
     return None

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -59,20 +60,37 @@ class MetricsRecorder:
         self._instance_counter = instance_counter
         self._width = metric_clock.minute_ms
         self._pending: dict[_Key, Accumulator] = {}
+        # Counter events of the current period, kept as plain counts: the ingest hot path
+        # only bumps an int. Folded into ``_pending`` when the period ends or at a flush.
+        self._now = time.time if clock is None else clock.now
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._counts_start = 0
+        self._counts_end = 0.0  # epoch seconds
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ producers
     def count(self, metric: str, endpoint_name: str, variant_name: str) -> None:
-        """One event of a counter metric (value 1). On the ingest hot path: a dict update."""
-        width = self._width
-        key = (metric, endpoint_name, variant_name, int(self._clock.now() * 1000) // width * width)
-        acc = self._pending.get(key)
-        if acc is None:
-            acc = self._pending[key] = Accumulator(False)
-        acc.sum += 1
-        acc.count += 1
-        acc.minimum = 1.0
-        acc.maximum = 1.0
+        """One event of a counter metric (value 1). On the ingest hot path: one clock
+        read and one dict update."""
+        if self._now() >= self._counts_end:
+            self._fold_counts()
+        key = (metric, endpoint_name, variant_name)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def _fold_counts(self) -> None:
+        """Move the current period's counts into the pending aggregates, and start the
+        period holding now."""
+        for (metric, endpoint, variant), n in self._counts.items():
+            key = (metric, endpoint, variant, self._counts_start)
+            acc = self._pending.get(key)
+            if acc is None:
+                acc = self._pending[key] = Accumulator(False)
+            acc.add_many(float(n), float(n), 1.0, 1.0)
+        self._counts = {}
+        start = int(self._now() * 1000) // self._width * self._width
+        self._counts_start = start
+        self._counts_end = (start + self._width) / 1000
 
     def observe(self, metric: str, endpoint_name: str, variant_name: str, seconds: float) -> None:
         """One duration of a latency metric, recorded in the metric's unit."""
@@ -120,7 +138,10 @@ class MetricsRecorder:
         """Write what was recorded since the last flush. On a store error the
         aggregates are kept and merged into the next flush."""
         store = self.store
-        if not self._pending or store is None:
+        if store is None:
+            return
+        self._fold_counts()
+        if not self._pending:
             return
         pending, self._pending = self._pending, {}
         try:
