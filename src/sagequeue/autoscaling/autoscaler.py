@@ -76,7 +76,11 @@ class Autoscaler:
             r.doc["PolicyARN"]: r.doc
             for r in await self.store.list_resources(ResourceKind.SCALING_POLICY)
         }
-        for alarm in await self.store.list_resources(ResourceKind.ALARM):
+        alarms = await self.store.list_resources(ResourceKind.ALARM)
+        names = {alarm.doc["AlarmName"] for alarm in alarms}
+        for gone in [name for name in self._evaluated if name not in names]:
+            del self._evaluated[gone]
+        for alarm in alarms:
             try:
                 await self._evaluate(alarm, now, policies)
             except Exception:
