@@ -169,7 +169,7 @@ class Application:
                 lambda: app.store, settings, self.on_enqueued, metrics=self.api_metrics
             ),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
-            s3=S3Api(lambda: app.objects),
+            s3=S3Api(lambda: app.objects, region=settings.region, account_id=settings.account_id),
             services={
                 "monitoring": CloudWatchApi(
                     lambda: app.cloudwatch,
