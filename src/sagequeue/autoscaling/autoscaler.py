@@ -111,9 +111,10 @@ class Autoscaler:
         latest = next((v for v in reversed(values) if v is not None), None)
         changed = state != doc.get("StateValue")
         if changed:
-            alarm = await self._set_state(alarm, state, result.reason, now)
-            if alarm is None:
+            updated = await self._set_state(alarm, state, result.reason, now)
+            if updated is None:
                 return
+            alarm = updated
             log.info("alarm %s: %s -> %s", name, doc.get("StateValue"), state)
         actions = alarm.doc.get(_STATE_ACTIONS[state]) or []
         if not alarm.doc.get("ActionsEnabled", True) or not actions:

@@ -11,7 +11,7 @@ known and some breach, the state is kept.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -21,7 +21,7 @@ class AlarmState(enum.StrEnum):
     INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
 
 
-COMPARISONS = {
+COMPARISONS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "GreaterThanOrEqualToThreshold": (">=", lambda v, t: v >= t),
     "GreaterThanThreshold": (">", lambda v, t: v > t),
     "LessThanThreshold": ("<", lambda v, t: v < t),

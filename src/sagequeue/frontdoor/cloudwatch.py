@@ -133,9 +133,10 @@ class CloudWatchApi:
         except UnicodeDecodeError:
             raise InvalidParameterValue("The request body is not UTF-8.") from None
         pairs += request.query_list
-        action = next((value for key, value in pairs if key == "Action"), None)
-        if not action:
+        named = next((value for key, value in pairs if key == "Action"), None)
+        if not named:
             raise MissingAction("Could not find the Action parameter in the request.")
+        action = named
         model = CloudWatch.model()
         if action not in model.operation_names:
             raise UnknownOperation(f"Could not find operation {action}.", code="InvalidAction")

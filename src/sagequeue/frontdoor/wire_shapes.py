@@ -25,9 +25,8 @@ def epoch_seconds(value: Any) -> float:
     """A timestamp as sent: epoch seconds (number or numeric text), ISO 8601 text, or a
     datetime (CBOR tag 1). Raises ValueError."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return float(moment.timestamp())
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int | float):
