@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from bench import references, scaling, scenarios
+from bench import fleet, references, scaling, scenarios
 from bench.context import Bench
 from bench.report import Results, Row
 
@@ -32,6 +32,10 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "efficiency": scenarios.efficiency,
     "large": scenarios.large,
     "backlog": scenarios.backlog,
+    # PostgreSQL beside SQLite (issue 10); the bench starts its own durable PostgreSQL.
+    "fleet-ingest": fleet.fleet_ingest,
+    "fleet-lease": fleet.fleet_lease,
+    "retention": fleet.retention,
     "metrics": scaling.metrics_cost,
     "coldstart": scaling.cold_start,
 }
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(bench.rows) == before:
                 bench.add(Row.not_run(name, "scenario produced no figure"))
     finally:
+        bench.cleanup.close()
         results.rows = bench.rows
         results.seconds = time.monotonic() - started
         stem = args.name or now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")

@@ -13,10 +13,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from sagequeue.testing.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -196,3 +200,31 @@ def sagemaker(shared_server: ServerProcess):
 @pytest.fixture(scope="module")
 def runtime(shared_server: ServerProcess):
     return shared_server.client("sagemaker-runtime")
+
+
+# ------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server (Debian's binaries, run by the postgres user) for the
+    whole session, on 127.0.0.1 and a free port. Tests take fresh databases from it
+    (``create_database``) and may restart it (``restart()``); a test that stops it must
+    start it again. Never skipped: ``make test`` installs PostgreSQL where it is missing."""
+    from sagequeue.testing.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server (sagequeue migrates it)."""
+    url = postgres_server.create_database()
+    yield url
+    _restart_if_stopped(postgres_server)
+    postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+def _restart_if_stopped(server: PostgresServer) -> None:
+    if not server.running:
+        server.start()
