@@ -27,6 +27,7 @@ from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
+from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.domain.metrics import MetricClock
 from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
 from sagequeue.monitoring.sampler import BacklogSampler
@@ -177,6 +178,8 @@ class Worker:
                     await action()
                 except asyncio.CancelledError:
                     raise
+                except ServiceUnavailable as exc:  # the store restarts: the next round retries
+                    log.warning("worker step %s: %s", name, exc.message)
                 except Exception:
                     log.exception("worker background step %s failed", name)
 
