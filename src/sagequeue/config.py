@@ -67,6 +67,11 @@ class Settings:
     body_timeout: float = 30.0  # seconds without a byte while a body is being received
     max_connections: int = 1024  # open connections; more are refused with 503
     max_control_body: int = 1024 * 1024  # control-plane request body, bytes
+    # GET /metrics from anywhere but loopback needs this bearer token (or a signature).
+    metrics_token: str | None = None
+    # CloudWatch and Application Auto Scaling time runs this many times faster than real
+    # time (periods, alarm evaluation, cooldowns): for tests and demos, 1 in production.
+    time_scale: float = 1.0
     # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
     access_keys: dict[str, str] = field(default_factory=dict)
     # Policy documents of scoped keys (AccessKeyId -> IAM-style policy) and the user
@@ -124,6 +129,8 @@ _SCALARS: dict[str, Any] = {
     "body_timeout": float,
     "max_connections": int,
     "max_control_body": int,
+    "metrics_token": str,
+    "time_scale": float,
 }
 # Limits that must be positive (a zero or negative one would refuse everything).
 _POSITIVE = (
@@ -134,6 +141,7 @@ _POSITIVE = (
     "body_timeout",
     "max_connections",
     "max_control_body",
+    "time_scale",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -200,6 +208,8 @@ def load_settings(
         settings.retention = parse_duration(retention, "retention")
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
+    if not 1 <= settings.time_scale <= 3600:
+        raise ConfigError(f"time-scale must be between 1 and 3600, not {settings.time_scale:g}")
     if not 1 <= settings.worker_timeout <= 3600:
         raise ConfigError(
             f"worker-timeout must be between 1 and 3600 seconds, not {settings.worker_timeout:g}"

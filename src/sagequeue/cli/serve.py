@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(loopback is allowed by default when listening on loopback)",
     )
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
+    parser.add_argument(
+        "--metrics-token",
+        help="bearer token that GET /metrics takes from clients not on loopback "
+        "(a SigV4-signed request works too; see docs/metrics.md)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        help="run CloudWatch and Application Auto Scaling time this many times faster "
+        "(periods, alarm evaluation, cooldowns) for tests and demos (default 1)",
+    )
     limits = parser.add_argument_group(
         "HTTP limits (enforced before authentication; see docs/security.md)"
     )
