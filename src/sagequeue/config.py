@@ -78,6 +78,11 @@ class Settings:
     # Model responses over this many bytes fail the request (docs/reliability.md).
     max_model_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES
     failure_write_timeout: float = DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS
+    # GET /metrics from anywhere but loopback needs this bearer token (or a signature).
+    metrics_token: str | None = None
+    # CloudWatch and Application Auto Scaling time runs this many times faster than real
+    # time (periods, alarm evaluation, cooldowns): for tests and demos, 1 in production.
+    time_scale: float = 1.0
     # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
     access_keys: dict[str, str] = field(default_factory=dict)
     # Policy documents of scoped keys (AccessKeyId -> IAM-style policy) and the user
@@ -137,6 +142,8 @@ _SCALARS: dict[str, Any] = {
     "max_control_body": int,
     "max_model_response_bytes": int,
     "failure_write_timeout": float,
+    "metrics_token": str,
+    "time_scale": float,
 }
 # Limits that must be positive (a zero or negative one would refuse everything).
 _POSITIVE = (
@@ -149,6 +156,7 @@ _POSITIVE = (
     "max_control_body",
     "max_model_response_bytes",
     "failure_write_timeout",
+    "time_scale",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -220,6 +228,8 @@ def load_settings(
         )
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
+    if not 1 <= settings.time_scale <= 3600:
+        raise ConfigError(f"time-scale must be between 1 and 3600, not {settings.time_scale:g}")
     if not 1 <= settings.worker_timeout <= 3600:
         raise ConfigError(
             f"worker-timeout must be between 1 and 3600 seconds, not {settings.worker_timeout:g}"

@@ -133,6 +133,10 @@ class QueueStore(Protocol):
         before ``finished_before`` (retention); returns how many. Short transactions, so
         a purge never holds up enqueue or lease for long."""
 
+    async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
+        """``enqueued_at`` of the first Queued invocation (FIFO order) of an endpoint
+        variant; None when none is queued. Cheap: the backlog metrics sample it."""
+
 
 # ======================================================================================
 # Fleet store: workers, the model instances placed on them, singleton leases
@@ -235,6 +239,11 @@ class ResourceKind(enum.StrEnum):
     MODEL = "model"
     ENDPOINT_CONFIG = "endpoint-config"
     ENDPOINT = "endpoint"
+    # CloudWatch and Application Auto Scaling documents (their names are case-sensitive:
+    # they are stored under a case-free key, see sagequeue.monitoring.cloudwatch).
+    ALARM = "alarm"
+    SCALABLE_TARGET = "scalable-target"
+    SCALING_POLICY = "scaling-policy"
 
 
 @dataclass(slots=True)
@@ -262,6 +271,59 @@ class MetadataStore(Protocol):
         bumps the version. Returns False on a concurrent change."""
 
     async def delete_resource(self, kind: ResourceKind, name: str) -> bool: ...
+
+
+# ======================================================================================
+# Metrics store: per-period aggregates of SageMaker's metrics, written by many processes
+# ======================================================================================
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    """The aggregate of one metric series over one period (CloudWatch's minute): what
+    one writer saw, or (read back) what all writers saw together."""
+
+    metric: str  # SageMaker's metric name, e.g. "TimeInBacklog"
+    endpoint_name: str  # as created (CloudWatch dimension values are case-sensitive)
+    variant_name: str  # "" for endpoint-level metrics (the backlog)
+    period_start: int  # epoch milliseconds; 0 in running totals
+    sum: float
+    count: float  # CloudWatch's SampleCount
+    minimum: float
+    maximum: float
+    # Latency histogram bucket counts (sagequeue.domain.metrics.LATENCY_BOUNDS_SECONDS);
+    # empty for counters and gauges.
+    buckets: tuple[int, ...] = ()
+
+
+class MetricsStore(Protocol):
+    """Metric aggregates kept per period and writer (so that no row is written by two
+    processes), plus each writer's running totals since it started (monotonic: what
+    Prometheus counters need). Reads merge the writers."""
+
+    async def record_metrics(self, writer: str, points: Sequence[MetricPoint]) -> None:
+        """Add ``points`` to ``writer``'s aggregates of their periods (sum and count
+        added, min and max widened, buckets added) and to its running totals, in one
+        transaction."""
+
+    async def read_metrics(
+        self,
+        start: int,
+        end: int,
+        *,
+        metrics: Sequence[str] | None = None,
+        endpoint_name: str | None = None,
+    ) -> list[MetricPoint]:
+        """Aggregates of periods starting in [start, end) (epoch ms), all writers merged,
+        ordered by (metric, endpoint, variant, period); optionally of some metrics or one
+        endpoint only."""
+
+    async def metric_totals(self) -> list[MetricPoint]:
+        """Running totals of every series, all writers merged (``period_start`` 0)."""
+
+    async def purge_metrics(self, before: int, limit: int) -> int:
+        """Delete up to ``limit`` period rows older than ``before`` (epoch ms); returns
+        how many (retention: the store stays bounded)."""
 
 
 # ======================================================================================

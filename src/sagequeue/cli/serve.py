@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a worker retries writing a failure object before the request goes "
         "back to the queue (default 60)",
     )
+    parser.add_argument(
+        "--metrics-token",
+        help="bearer token that GET /metrics takes from clients not on loopback "
+        "(a SigV4-signed request works too; see docs/metrics.md)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        help="run CloudWatch and Application Auto Scaling time this many times faster "
+        "(periods, alarm evaluation, cooldowns) for tests and demos (default 1)",
+    )
     limits = parser.add_argument_group(
         "HTTP limits (enforced before authentication; see docs/security.md)"
     )

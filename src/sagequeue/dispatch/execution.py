@@ -8,7 +8,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from sagequeue import faults
@@ -26,6 +26,9 @@ from sagequeue.ports import (
     QueueStore,
 )
 from sagequeue.runtimes import InstanceCrashed
+
+if TYPE_CHECKING:
+    from sagequeue.monitoring.recorder import MetricsSink
 
 log = logging.getLogger("sagequeue.worker")
 
@@ -48,12 +51,18 @@ class InputUnavailable(Exception):
 
 class Executor:
     def __init__(
-        self, queue: QueueStore, objects: ObjectStore, settings: Settings, clock: Clock
+        self,
+        queue: QueueStore,
+        objects: ObjectStore,
+        settings: Settings,
+        clock: Clock,
+        metrics: MetricsSink | None = None,
     ) -> None:
         self.queue = queue
         self.objects = objects
         self.settings = settings
         self.clock = clock
+        self.metrics = metrics
 
     async def run(
         self, instance: ModelInstance, inv: Invocation, model_done: Callable[[], None]
@@ -64,17 +73,23 @@ class Executor:
         if now > inv.expires_at:
             await self.finish_with_failure(inv, InvocationStatus.EXPIRED, expired_reason(inv))
             return
+        self._observe("TimeInBacklog", inv, (inv.started_at or now) - inv.enqueued_at)
+        opened = self.clock.monotonic()
         # Reading the input and writing the output may retry up to the invocation timeout.
-        deadline = self.clock.monotonic() + inv.invocation_timeout_seconds
+        deadline = opened + inv.invocation_timeout_seconds
         try:
             body = await self._retrying(lambda: self._open_input(inv), deadline)
         except InputUnavailable as exc:
+            self._count("RequestDownloadFailures", inv)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, str(exc))
             return
         except (S3Error, OSError) as exc:  # still unavailable when the timeout ran out
+            self._count("RequestDownloadFailures", inv)
             reason = f"Could not read the input from {inv.input_location}: {_describe(exc)}"
             await self.finish_with_failure(inv, InvocationStatus.FAILED, reason)
             return
+        if inv.inline_body is None:
+            self._observe("RequestDownloadLatency", inv, self.clock.monotonic() - opened)
         request = ModelRequest(
             inference_id=inv.inference_id,
             body=body,
@@ -83,6 +98,7 @@ class Executor:
             custom_attributes=inv.custom_attributes,
         )
         timeout = inv.invocation_timeout_seconds
+        invoked = self.clock.monotonic()
         try:
             try:
                 response = await instance.invoke(request, float(timeout))
@@ -104,17 +120,23 @@ class Executor:
                 await self.queue.release(inv.request_id, self._owner(inv))
             return
         except ModelInvocationError as exc:
+            self._observe("ModelLatency", inv, self.clock.monotonic() - invoked)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, exc.message)
             return
         except InputUnavailable as exc:  # raised while the input was being streamed
+            self._count("RequestDownloadFailures", inv)
             await self.finish_with_failure(inv, InvocationStatus.FAILED, str(exc))
             return
+        self._observe("ModelLatency", inv, self.clock.monotonic() - invoked)
+        uploading = self.clock.monotonic()
         try:
             await self._retrying(lambda: self._write_output(inv, response), deadline)
         except (S3Error, ValueError) as exc:
+            self._count("ResponseUploadFailures", inv)
             reason = f"Could not write the output to {inv.output_location}: {_describe(exc)}"
             await self.finish_with_failure(inv, InvocationStatus.FAILED, reason)
             return
+        self._observe("ResponseUploadLatency", inv, self.clock.monotonic() - uploading)
         faults.crash_point("after-output-before-finish")
         await self._finish(inv, InvocationStatus.COMPLETED, None)
 
@@ -187,7 +209,23 @@ class Executor:
             # Its lease lapsed (this worker was paused or cut off) and it was taken
             # again: the other run finishes it.
             log.warning("invocation %s: lease lost before finishing", inv.inference_id)
+        elif self.metrics is not None:
+            if status is InvocationStatus.EXPIRED:
+                self._count("ExpiredRequests", inv)
+            else:
+                self._count("InvocationsProcessed", inv)
+                self._observe("TotalProcessingTime", inv, self.clock.now() - inv.enqueued_at)
+                if status is InvocationStatus.FAILED:
+                    self._count("InvocationFailures", inv)
         return finished
+
+    def _count(self, metric: str, inv: Invocation) -> None:
+        if self.metrics is not None:
+            self.metrics.count(metric, inv.endpoint_name, inv.variant_name)
+
+    def _observe(self, metric: str, inv: Invocation, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(metric, inv.endpoint_name, inv.variant_name, max(seconds, 0.0))
 
     @staticmethod
     def _owner(inv: Invocation) -> str:

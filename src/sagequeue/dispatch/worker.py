@@ -19,15 +19,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from sagequeue.autoscaling.autoscaler import Autoscaler
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
 from sagequeue.domain.errors import ServiceUnavailable
-from sagequeue.ports import Clock, ObjectStore, SystemClock, WakeupChannel
+from sagequeue.domain.metrics import MetricClock
+from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
+from sagequeue.monitoring.sampler import BacklogSampler
+from sagequeue.ports import Clock, MetricsStore, ObjectStore, SystemClock, WakeupChannel
 from sagequeue.runtimes import select_runtime
 
 log = logging.getLogger("sagequeue.worker")
@@ -43,10 +47,14 @@ STOP_GRACE_SECONDS = 25.0
 CLOCK_JUMP_SECONDS = 1.0
 
 
+class WorkerStore(PlacementStore, MetricsStore, Protocol):
+    """Everything a worker reads and writes in the shared store."""
+
+
 class Worker:
     def __init__(
         self,
-        store: PlacementStore,
+        store: WorkerStore,
         objects: ObjectStore,
         settings: Settings,
         *,
@@ -78,7 +86,15 @@ class Worker:
             timeout=worker_timeout or settings.worker_timeout,
             on_lost=self._lost,
         )
-        self.executor = Executor(store, objects, settings, self.clock)
+        self.metric_clock = MetricClock(settings.time_scale)
+        self.recorder = MetricsRecorder(
+            store, new_writer_id("worker"), self.metric_clock, clock=self.clock
+        )
+        self.executor = Executor(store, objects, settings, self.clock, self.recorder)
+        self.sampler = BacklogSampler(
+            store, self.membership, self.recorder, self.metric_clock, self.clock
+        )
+        self.autoscaler = Autoscaler(store, self.membership, self.metric_clock, self.clock)
         self.placement = Placement(
             store,
             objects,
@@ -126,6 +142,11 @@ class Worker:
             self._every(self._sweep_seconds, self._sweep, "sweeper"),
             self._every(self._renew_seconds, self._renew, "renewer"),
         ]
+        self.recorder.start()
+        self._tasks += [
+            self._every(self.metric_clock.sample_seconds, self.sampler.sample, "sampler"),
+            self._every(self.metric_clock.sample_seconds, self.autoscaler.tick, "autoscaler"),
+        ]
 
     async def stop(self) -> None:
         """Stop leasing, let in-flight invocations finish (up to the grace period),
@@ -136,6 +157,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.placement.stop()
+        await self.recorder.stop()
         try:
             await self.membership.leave()
         except Exception:

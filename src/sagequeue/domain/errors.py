@@ -137,3 +137,55 @@ class AccessDenied(ServiceError):
         super().__init__(message)
         self.action = action
         self.resource = resource
+
+
+# --- CloudWatch (query / json 1.0 / smithy-rpc-v2-cbor) -------------------------------
+class InvalidParameterValue(ServiceError):
+    code = "InvalidParameterValue"
+    status = 400
+
+
+class MissingParameter(ServiceError):
+    code = "MissingParameter"
+    status = 400
+
+
+class InvalidParameterCombination(ServiceError):
+    code = "InvalidParameterCombination"
+    status = 400
+
+
+class CloudWatchNotFound(ServiceError):
+    code = "ResourceNotFound"
+    status = 404
+
+
+class LimitExceeded(ServiceError):
+    code = "LimitExceeded"
+    status = 400
+
+
+class InvalidNextToken(ServiceError):
+    code = "InvalidNextToken"
+    status = 400
+
+
+# --- Application Auto Scaling (json 1.1) --------------------------------------------
+class ObjectNotFound(ServiceError):
+    code = "ObjectNotFoundException"
+    status = 400
+
+
+class ConcurrentUpdate(ServiceError):
+    code = "ConcurrentUpdateException"
+    status = 400
+
+
+class AutoScalingLimitExceeded(ServiceError):
+    code = "LimitExceededException"
+    status = 400
+
+
+class FailedResourceAccess(ServiceError):
+    code = "FailedResourceAccessException"
+    status = 400
