@@ -120,36 +120,47 @@ async def test_a_jump_forward_expires_requests_queued_past_their_ttl(env, clock)
     assert (await env.store.get("nowhere", long.inference_id)).status is InvocationStatus.QUEUED
 
 
-async def dead_worker_holding(env: Env, clock: JumpingClock, inv: Invocation) -> str:
-    """Register a worker that then dies holding ``inv``'s lease (heartbeat and lease
-    lapse ``WORKER_TIMEOUT`` seconds from now)."""
+DEAD = "dead-worker"
+
+
+async def dead_worker_holding(env: Env, clock: JumpingClock, inv: Invocation) -> None:
+    """Register a worker that then dies holding ``inv``'s lease; its heartbeat and lease
+    last ten minutes (``lapse_in`` shortens them)."""
     now = clock.now()
     record = WorkerRecord(
-        worker_id="dead-worker",
+        worker_id=DEAD,
         host="elsewhere",
         pid=1,
         max_instances=1,
         started_at=now,
         heartbeat_at=now,
-        heartbeat_expires_at=now + WORKER_TIMEOUT,
+        heartbeat_expires_at=now + 600,
     )
     await env.store.register_worker(record)
-    leased = await env.store.lease("echo", record.worker_id, 1, WORKER_TIMEOUT, now)
+    leased = await env.store.lease("echo", DEAD, 1, 600, now)
     assert [i.request_id for i in leased] == [inv.request_id]
-    return record.worker_id
+
+
+async def lapse_in(env: Env, clock: JumpingClock, inv: Invocation, seconds: float) -> None:
+    """The dead worker's last heartbeat and lease renewal, good for ``seconds``."""
+    now = clock.now()
+    assert await env.store.heartbeat(DEAD, now, now + seconds)
+    await env.store.renew([inv.request_id], DEAD, now + seconds)
 
 
 async def test_a_jump_forward_lapses_a_dead_workers_lease_and_the_request_runs_again(
     env, clock
 ) -> None:
     inv = await env.enqueue("echo", b"orphaned", wake=False)
-    dead = await dead_worker_holding(env, clock, inv)
+    await dead_worker_holding(env, clock, inv)
     await start(env, clock)
-    clock.jump(3600)
+    await asyncio.sleep(1)
+    assert (await env.store.get("echo", inv.inference_id)).lease_owner == DEAD
+    clock.jump(3600)  # past the dead worker's heartbeat and lease
     done = await env.final(inv, timeout=30)
     assert (done.status, done.attempts) == (InvocationStatus.COMPLETED, 2)
     assert env.store.finishes[inv.request_id] == 1
-    assert dead not in [w.worker_id for w in await env.store.list_workers()]
+    assert DEAD not in [w.worker_id for w in await env.store.list_workers()]
 
 
 async def test_a_jump_back_finishes_the_running_request_once_and_later_ones_too(env, clock) -> None:
@@ -174,11 +185,12 @@ async def test_a_jump_back_delays_recovering_a_dead_workers_request_by_the_jump_
     inv = await env.enqueue("echo", b"orphaned", wake=False)
     await dead_worker_holding(env, clock, inv)
     await start(env, clock)
+    await lapse_in(env, clock, inv, WORKER_TIMEOUT)
     clock.jump(-3)
     started = time.monotonic()
     done = await env.final(inv, timeout=30)
     waited = time.monotonic() - started
     assert (done.status, done.attempts) == (InvocationStatus.COMPLETED, 2)
     assert env.store.finishes[inv.request_id] == 1
-    # Its lease lapses WORKER_TIMEOUT + 3 s of wall clock later: not before, not forever.
-    assert 3 <= waited < 3 + WORKER_TIMEOUT + 10
+    # Its heartbeat and lease lapse 3 s of wall clock later: not before, not forever.
+    assert WORKER_TIMEOUT + 3 - 0.5 <= waited < WORKER_TIMEOUT + 3 + 10
