@@ -27,8 +27,10 @@ from conftest import ServerProcess, free_port
 
 BY_DESIGN_5XX = {501}  # S3 operations and subresources not offered
 MIB = 1024 * 1024
-# Statuses answered, per test (for docs/reliability.md, through tests/figures.py).
+# Statuses answered, and the server's RSS after, per test (for docs/reliability.md,
+# through tests/figures.py).
 ANSWERED: dict[str, Counter[int]] = {}
+RSS_AFTER: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +60,15 @@ def baseline_rss(server: ServerProcess) -> Iterator[int]:
                 n for code, n in statuses.items() if code >= 500 and code not in BY_DESIGN_5XX
             ),
             rss_start=baseline,
-            rss_end=rss_of(server),
+            rss_end=RSS_AFTER.get(test, 0),
             profile=os.environ.get("HYPOTHESIS_PROFILE", "ci"),
         )
+
+
+@pytest.fixture(autouse=True)
+def rss_after_each_test(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[None]:
+    yield
+    RSS_AFTER[request.node.nodeid] = rss_of(server)
 
 
 def count_answer(status: int) -> int:

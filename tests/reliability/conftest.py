@@ -244,7 +244,7 @@ class Load:
         threads: int = 4,
         body: Callable[[int], dict[str, Any]] | None = None,
         timeout_seconds: int | None = None,
-        pause_after_refusal: float = 0.1,
+        pause_after_refusal: float = 0.2,
     ) -> None:
         self.server = server
         self.endpoint = endpoint

@@ -270,18 +270,22 @@ class LocalObjectStore:
         this process can lock it exclusively (no other has the store open, so nothing
         is in flight), else only those older than the grace period."""
         self._lock_fd = os.open(self.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        locking = True
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             alone = True
         except BlockingIOError:
             alone = False
+        except OSError:  # a file system without flock: never assume being alone
+            alone = locking = False
         cutoff = time.time() if alone else time.time() - _ORPHAN_GRACE_SECONDS
         try:
             swept = self._sweep_orphans_sync(cutoff, check_age=not alone)
         finally:
             # Stay a sharer for as long as the store is open (a process starting while
             # another sweeps waits here until the sweep is done).
-            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            if locking:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         if swept:
             log.warning(
                 "object store %s: removed %d file(s) a crash left behind (not in the index)",
