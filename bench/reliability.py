@@ -31,7 +31,7 @@ MIB = 1024 * 1024
 
 
 @dataclass
-class TestResult:
+class RunResult:
     node: str
     outcome: str  # passed, failed, skipped
     seconds: float
@@ -60,7 +60,7 @@ def run_tests(scale: float, profile: str, figures_file: Path, junit: Path) -> in
     return subprocess.run(command, cwd=REPO, env=env).returncode
 
 
-def read_junit(path: Path) -> list[TestResult]:
+def read_junit(path: Path) -> list[RunResult]:
     if not path.exists():
         return []
     results = []
@@ -72,7 +72,7 @@ def read_junit(path: Path) -> list[TestResult]:
             outcome = "failed"
         elif case.find("skipped") is not None:
             outcome = "skipped"
-        results.append(TestResult(node, outcome, float(case.get("time", 0))))
+        results.append(RunResult(node, outcome, float(case.get("time", 0))))
     return results
 
 
@@ -100,7 +100,7 @@ def statuses(counts: dict[str, int]) -> str:
 
 def render(
     figures: list[dict[str, Any]],
-    tests: list[TestResult],
+    tests: list[RunResult],
     *,
     scale: float,
     profile: str,
