@@ -194,3 +194,17 @@ async def test_a_jump_back_delays_recovering_a_dead_workers_request_by_the_jump_
     assert env.store.finishes[inv.request_id] == 1
     # Its heartbeat and lease lapse 3 s of wall clock later: not before, not forever.
     assert WORKER_TIMEOUT + 3 - 0.5 <= waited < WORKER_TIMEOUT + 3 + 10
+
+
+async def test_a_worker_that_stalled_past_its_timeout_does_not_reap_itself(env, clock) -> None:
+    """No jump, but the event loop stalls longer than the worker timeout: the sweep that
+    runs next finds this worker's own heartbeat lapsed; it renews it instead of taking
+    itself for dead."""
+    worker = await start(env, clock)
+    owner = worker.owner
+    inv = await env.enqueue("echo", b"x", custom_attributes="sleep_ms=1000")
+    await until_in_progress(env, inv)
+    time.sleep(WORKER_TIMEOUT + 1)  # blocks the event loop: no heartbeat, no sweep
+    done = await env.final(inv)
+    assert (done.status, done.attempts) == (InvocationStatus.COMPLETED, 1)
+    assert worker.owner == owner

@@ -190,13 +190,15 @@ class Worker:
         return asyncio.create_task(loop(), name=name)
 
     async def _sweep(self) -> None:
-        """Sweep; after a jump of the wall clock, first renew this worker's heartbeat and
-        leases from the new time, so that the sweep does not take a live worker for dead
-        and re-queue what it runs. After a jump forward, reaping and re-queueing also
-        wait one worker timeout: the other workers of this host saw the same jump and
-        renew theirs meanwhile. (Invocation timeouts use the monotonic clock.)"""
+        """Sweep, this worker being alive: when its own heartbeat looks lapsed (the wall
+        clock jumped, or the process stalled past the worker timeout), renew its
+        heartbeat and leases first, so that the sweep does not take it for dead and
+        re-queue what it runs. After a jump forward, reaping and re-queueing also wait
+        one worker timeout: the other workers of this host saw the same jump and renew
+        theirs meanwhile. (Invocation timeouts use the monotonic clock.)"""
         now, monotonic = self.clock.now(), self.clock.monotonic()
         previous, self._clock_reading = self._clock_reading, (now, monotonic)
+        refresh = False
         if previous is not None:
             jump = (now - previous[0]) - (monotonic - previous[1])
             if abs(jump) > CLOCK_JUMP_SECONDS:
@@ -208,8 +210,18 @@ class Worker:
                 )
                 if jump > 0:
                     self.sweeper.hold_off_reaping(self.membership.timeout)
-                await self.membership.beat()
-                await self._renew()
+                refresh = True
+        lapsed_for = now - self.membership.record.heartbeat_expires_at
+        if lapsed_for > 0 and not refresh:
+            log.warning(
+                "this worker's heartbeat lapsed %.1f s ago (the process stalled); renewing "
+                "it and its leases before sweeping",
+                lapsed_for,
+            )
+            refresh = True
+        if refresh:
+            await self.membership.beat()
+            await self._renew()
         await self.sweeper.sweep()
 
     async def _renew(self) -> None:
