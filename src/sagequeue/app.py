@@ -47,9 +47,17 @@ class Application:
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
         if settings.runs_worker:
+            from sagequeue.dispatch.outbox import DELIVERY_CONCURRENCY
             from sagequeue.dispatch.worker import Worker
+            from sagequeue.notifiers import TopicNotifier
 
-            self.worker = Worker(self.store, self.objects, settings, wakeups=self.wakeups)
+            self.worker = Worker(
+                self.store,
+                self.objects,
+                settings,
+                wakeups=self.wakeups,
+                notifier=TopicNotifier(settings, max_concurrency=DELIVERY_CONCURRENCY),
+            )
             await self.worker.start()
         self.ready = True
         if settings.runs_api:
@@ -80,6 +88,8 @@ class Application:
         self.ready = False
         if self.worker is not None:
             await self.worker.stop()
+            if self.worker.sender is not None:
+                await self.worker.sender.notifier.close()
         if self.wakeups is not None:
             await self.wakeups.close()
         if self.objects is not None:

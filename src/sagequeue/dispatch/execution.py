@@ -13,7 +13,10 @@ from urllib.parse import urlsplit
 
 from sagequeue import faults
 from sagequeue.config import Settings
+from sagequeue.dispatch.notices import Notices
 from sagequeue.domain.errors import S3Error
+from sagequeue.domain.notifications import Outcome, model_error_reason
+from sagequeue.domain.outbound import host_allowed
 from sagequeue.ports import (
     Clock,
     Invocation,
@@ -46,12 +49,23 @@ class InputUnavailable(Exception):
 
 class Executor:
     def __init__(
-        self, queue: QueueStore, objects: ObjectStore, settings: Settings, clock: Clock
+        self,
+        queue: QueueStore,
+        objects: ObjectStore,
+        settings: Settings,
+        clock: Clock,
+        *,
+        notices: Notices | None = None,
+        on_notified: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.objects = objects
         self.settings = settings
         self.clock = clock
+        # Notifications: composed at each finish and recorded with it (the outbox);
+        # ``on_notified`` wakes this process's sender once they are committed.
+        self.notices = notices
+        self._on_notified = on_notified
 
     async def run(
         self, instance: ModelInstance, inv: Invocation, model_done: Callable[[], None]
@@ -102,7 +116,12 @@ class Executor:
                 await self.queue.release(inv.request_id, self._owner(inv))
             return
         except ModelInvocationError as exc:
-            await self.finish_with_failure(inv, InvocationStatus.FAILED, exc.message)
+            await self.finish_with_failure(
+                inv,
+                InvocationStatus.FAILED,
+                exc.message,
+                notice_reason=model_error_reason(exc.status),
+            )
             return
         except InputUnavailable as exc:  # raised while the input was being streamed
             await self.finish_with_failure(inv, InvocationStatus.FAILED, str(exc))
@@ -114,12 +133,22 @@ class Executor:
             await self.finish_with_failure(inv, InvocationStatus.FAILED, reason)
             return
         faults.crash_point("after-output-before-finish")
-        await self._finish(inv, InvocationStatus.COMPLETED, None)
+        outcome = Outcome(
+            InvocationStatus.COMPLETED, response=response.body, content_type=response.content_type
+        )
+        await self._finish(inv, InvocationStatus.COMPLETED, None, outcome)
 
     async def finish_with_failure(
-        self, inv: Invocation, status: InvocationStatus, reason: str
+        self,
+        inv: Invocation,
+        status: InvocationStatus,
+        reason: str,
+        *,
+        notice_reason: str | None = None,
     ) -> bool:
         """Write the failure object, then finish (the object first: a 202 promises it).
+        ``notice_reason``: the failureReason of the notification, where SageMaker words
+        it otherwise than ``reason`` (which the failure object and the status call keep).
 
         While the object store is unavailable the request is not finished: after
         retrying for a while it goes back to the queue, to end once the store is back."""
@@ -145,7 +174,11 @@ class Executor:
                 return False
             # It can never be written (no such bucket, an invalid location): end it anyway.
             log.error("could not write failure object %s: %s", inv.failure_location, exc)
-        return await self._finish(inv, status, reason[:MAX_REASON_LENGTH])
+        stored_reason = reason[:MAX_REASON_LENGTH]
+        outcome = Outcome(
+            status, failure_reason=notice_reason or stored_reason, response=reason.encode("utf-8")
+        )
+        return await self._finish(inv, status, stored_reason, outcome)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], deadline: float) -> T:
         """``operation()``, retried on transient object-store errors with exponential
@@ -162,14 +195,29 @@ class Executor:
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def _finish(self, inv: Invocation, status: InvocationStatus, reason: str | None) -> bool:
-        finished = await self.queue.finish(
-            inv.request_id, self._owner(inv), status, reason, self.clock.now()
+    async def _finish(
+        self, inv: Invocation, status: InvocationStatus, reason: str | None, outcome: Outcome
+    ) -> bool:
+        now = self.clock.now()
+        notifications = (
+            await self.notices.messages(inv, outcome, now) if self.notices is not None else []
         )
+        if notifications:
+            finished = await self.queue.finish(
+                inv.request_id, self._owner(inv), status, reason, now, notifications=notifications
+            )
+        else:
+            finished = await self.queue.finish(
+                inv.request_id, self._owner(inv), status, reason, now
+            )
         if not finished:
             # Its lease lapsed (this worker was paused or cut off) and it was taken
             # again: the other run finishes it.
             log.warning("invocation %s: lease lost before finishing", inv.inference_id)
+        elif notifications:
+            faults.crash_point("after-finish-before-notify")
+            if self._on_notified is not None:
+                self._on_notified()
         return finished
 
     @staticmethod
@@ -204,8 +252,7 @@ class Executor:
         from sagequeue.runtimes.http_client import HttpError, request
 
         host = urlsplit(location).hostname or ""
-        allowed = [h.lower() for h in self.settings.https_input_allow_hosts]
-        if host.lower() not in allowed:
+        if not host_allowed(host, self.settings.https_input_allow_hosts):
             raise InputUnavailable(
                 f"Could not read the input from {location}: host {host} is not in the "
                 "https input allow-list (https_input_allow_hosts)"

@@ -19,14 +19,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.notices import Notices
+from sagequeue.dispatch.outbox import OutboxSender
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
-from sagequeue.ports import Clock, ObjectStore, SystemClock, WakeupChannel
+from sagequeue.ports import Clock, Notifier, ObjectStore, OutboxStore, SystemClock, WakeupChannel
 from sagequeue.runtimes import select_runtime
 
 log = logging.getLogger("sagequeue.worker")
@@ -37,12 +39,18 @@ LEASE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 SWEEP_SECONDS = 1.0
 STOP_GRACE_SECONDS = 25.0
+# At a stop, notifications due then are delivered for up to this long.
+NOTIFY_GRACE_SECONDS = 5.0
+
+
+class WorkerStore(PlacementStore, OutboxStore, Protocol):
+    """Everything a worker keeps in the shared store."""
 
 
 class Worker:
     def __init__(
         self,
-        store: PlacementStore,
+        store: WorkerStore,
         objects: ObjectStore,
         settings: Settings,
         *,
@@ -57,6 +65,7 @@ class Worker:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         worker_timeout: float | None = None,
         purge_every_seconds: float | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -74,7 +83,27 @@ class Worker:
             timeout=worker_timeout or settings.worker_timeout,
             on_lost=self._lost,
         )
-        self.executor = Executor(store, objects, settings, self.clock)
+        # The outbox sender delivers notifications (none without a notifier: the
+        # notifications still wait in the store for a worker that has one).
+        self.sender = (
+            OutboxSender(
+                store,
+                notifier,
+                self.clock,
+                lambda: self.membership.worker_id,
+                retry_for=settings.notification_retry_for,
+            )
+            if notifier is not None
+            else None
+        )
+        self.executor = Executor(
+            store,
+            objects,
+            settings,
+            self.clock,
+            notices=Notices(store, settings),
+            on_notified=self.sender.wake if self.sender is not None else None,
+        )
         self.placement = Placement(
             store,
             objects,
@@ -97,6 +126,7 @@ class Worker:
             lease_seconds=lease_seconds,
             retention_seconds=settings.retention,
             purge_every_seconds=purge_every_seconds,
+            outbox=store,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,6 +145,8 @@ class Worker:
         if self._wakeups is not None:
             await self._wakeups.listen(self.wake)
         await self.placement.tick()
+        if self.sender is not None:
+            self.sender.start()
         self._tasks = [
             self._every(self.membership.heartbeat_seconds, self.membership.beat, "heartbeat"),
             self._every(self._placement_seconds, self.placement.tick, "placement"),
@@ -131,6 +163,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.placement.stop()
+        if self.sender is not None:
+            await self.sender.stop(NOTIFY_GRACE_SECONDS)
         try:
             await self.membership.leave()
         except Exception:

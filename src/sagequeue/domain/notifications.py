@@ -95,27 +95,32 @@ def webhook_url_problem(url: str) -> str | None:
     return None
 
 
-def topic_problem(topic: str, allow_hosts: list[str], server_host: str) -> str | None:
-    """Why a SuccessTopic / ErrorTopic cannot be used (None: it can): a malformed ARN
-    or URL, or a webhook host outside ``notification_allow_hosts``. An SNS topic names
-    no host: it is published to the operator's ``--sns-endpoint-url`` or to AWS."""
+def topic_form_problem(topic: str) -> str | None:
+    """Why a SuccessTopic / ErrorTopic is malformed (None: it is an SNS topic ARN or a
+    webhook URL), as the constraint of a ValidationException. A malformed ARN gets the
+    service model's pattern constraint, word for word as SageMaker's."""
+    if len(topic) > MAX_TOPIC_LENGTH:
+        return f"Member must have length less than or equal to {MAX_TOPIC_LENGTH}"
     kind = topic_kind(topic)
     if kind is None:
-        return (
-            f"Member must satisfy regular expression pattern: {SNS_TOPIC_PATTERN} "
-            "(or be an http(s):// webhook URL)"
-        )
-    if kind is TopicKind.SNS:
-        return None
-    problem = webhook_url_problem(topic)
-    if problem is not None:
-        return problem
-    host = urlsplit(topic).hostname or ""
-    if not host_allowed(host, allow_hosts, server_host):
-        return "Member must name an allowed webhook host: " + refusal(
-            host, ALLOW_HOSTS_SETTING, server_host
-        )
+        return f"Member must satisfy regular expression pattern: {SNS_TOPIC_PATTERN}"
+    if kind is TopicKind.WEBHOOK:
+        return webhook_url_problem(topic)
     return None
+
+
+def topic_host_problem(topic: str, allow_hosts: list[str], server_host: str) -> str | None:
+    """Why a webhook topic's host may not be used (None: it may, or the topic is an SNS
+    topic, which names no host: it is published to the operator's ``--sns-endpoint-url``
+    or to AWS's SNS in the ARN's region)."""
+    if topic_kind(topic) is not TopicKind.WEBHOOK:
+        return None
+    host = urlsplit(topic).hostname or ""
+    if host_allowed(host, allow_hosts, server_host):
+        return None
+    return "Member must name an allowed webhook host: " + refusal(
+        host, ALLOW_HOSTS_SETTING, server_host
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,7 @@ def model_error_reason(status: int) -> str:
 def event_time(epoch_seconds: float) -> str:
     """ISO 8601 in UTC with milliseconds, as SageMaker writes eventTime / receivedTime
     ("2022-01-25T22:46:00.608Z")."""
-    millis = int(round(epoch_seconds * 1000))
+    millis = int(epoch_seconds * 1000)
     seconds, ms = divmod(millis, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
