@@ -125,7 +125,8 @@ class OutboxSender:
     async def _deliver(self, message: OutboxMessage) -> None:
         owner = message.lease_owner or self._owner()
         try:
-            async with asyncio.timeout(self._timeout + 1):
+            # The adapter keeps to the timeout; this guards against one that does not.
+            async with asyncio.timeout(self._timeout + min(1.0, self._timeout)):
                 await self.notifier.deliver(message, self._timeout)
         except DeliveryError as exc:
             await self._not_delivered(message, owner, exc.message, exc.permanent)
