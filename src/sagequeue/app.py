@@ -135,7 +135,7 @@ class Application:
             SigV4Verifier(self.keys, region=settings.region),
             runtime=RuntimeApi(lambda: app.store, settings, self.on_enqueued),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
-            s3=S3Api(lambda: app.objects),
+            s3=S3Api(lambda: app.objects, region=settings.region, account_id=settings.account_id),
             policies=key_policies(settings),
             ops={"/healthz": healthz},
             on_startup=[self.start],

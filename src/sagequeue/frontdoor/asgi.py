@@ -45,6 +45,12 @@ class JsonApiHandler(ApiHandler, Protocol):
     def body_too_large(self) -> ServiceError: ...
 
 
+class S3Handler(ApiHandler, Protocol):
+    async def preflight(self, request: Request) -> Response: ...
+
+    async def browser_post(self, request: Request) -> Response: ...
+
+
 OpsHandler = Callable[[Request], Awaitable[Response]]
 LifespanHook = Callable[[], Awaitable[None]]
 
@@ -56,7 +62,7 @@ class FrontDoor:
         *,
         runtime: JsonApiHandler,
         control: JsonApiHandler,
-        s3: ApiHandler,
+        s3: S3Handler,
         policies: dict[str, KeyPolicy] | None = None,
         ops: dict[str, OpsHandler] | None = None,
         on_startup: list[LifespanHook] | None = None,
@@ -131,10 +137,19 @@ class FrontDoor:
         headers = request.headers
         protocol = _guess_protocol(request)
         try:
+            if method == "OPTIONS" and "authorization" not in headers:
+                # A browser's CORS preflight is never signed (its URL may be a presigned
+                # one): the S3 API answers it from the bucket's CORS rules.
+                return await self.s3.preflight(request)
             if "authorization" not in headers and "X-Amz-" not in request.query_string:
                 ops = self.ops.get(request.path)
                 if ops is not None:
                     return await ops(request)
+                if method == "POST" and headers.get("content-type", "").startswith(
+                    "multipart/form-data"
+                ):
+                    # An HTML form upload (unsigned): refused as not implemented.
+                    return await self.s3.browser_post(request)
             if "AWSAccessKeyId=" in request.query_string:
                 # S3 presigned URL in the legacy SigV2 form (boto3's default for S3).
                 from sagequeue.frontdoor.s3 import is_presigned_v2, verify_presigned_v2
@@ -211,8 +226,6 @@ class FrontDoor:
             request.access = self.policies.get(parts.access_key)
             return await handler.handle(request)
         except ServiceError as exc:
-            if not isinstance(exc, SignatureError):
-                log.debug("request %s failed: %r", request.request_id, exc)
             response = error_response(exc, protocol, request.request_id, request.path)
         except ConnectionError:
             return Response(400)
