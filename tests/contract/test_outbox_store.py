@@ -201,7 +201,11 @@ async def test_failed_messages_are_counted_per_endpoint(store: Store) -> None:
 
     assert await store.notification_failure_counts() == {"a": 2, "b": 1}
     (got,) = await store.notifications_of("a", "a1")
-    assert (got.state, got.finished_at, got.last_error) == (NotificationState.FAILED, NOW + 9, "gone")
+    assert (got.state, got.finished_at, got.last_error) == (
+        NotificationState.FAILED,
+        NOW + 9,
+        "gone",
+    )
     assert await store.lease_notifications("sender", 10, LEASE_SECONDS, NOW + 3600) == []
 
 

@@ -16,11 +16,12 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
 from botocore.httpsession import URLLib3Session
 from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -59,10 +60,18 @@ def _signed(context: CliContext, url: str) -> AWSRequest:
     request = AWSRequest(method="GET", url=url)
     if context.args.sign_request:
         credentials = context.session.get_credentials()
+        if credentials is None:
+            raise NoCredentialsError()
         SigV4Auth(credentials.get_frozen_credentials(), "sagemaker", context.region).add_auth(
             request
         )
     return request
+
+
+def _session(context: CliContext, read_timeout: float) -> URLLib3Session:
+    verify: Any = context.verify if context.verify is not None else True
+    timeout: Any = read_timeout  # botocore takes seconds as a float (its stubs say int)
+    return URLLib3Session(verify=verify, timeout=timeout)
 
 
 def _raise_for_error(status_code: int, content: bytes) -> None:
@@ -81,8 +90,8 @@ def _raise_for_error(status_code: int, content: bytes) -> None:
         raise StatusUnavailable(str(status_code))
     if status_code >= 300:
         code = str(body.get("__type") or body.get("code") or status_code).split("#")[-1]
-        error = {"Code": code, "Message": body.get("message") or body.get("Message") or ""}
-        raise ClientError({"Error": error}, "DescribeAsyncInvocation")
+        message = str(body.get("message") or body.get("Message") or "")
+        raise ClientError({"Error": {"Code": code, "Message": message}}, "DescribeAsyncInvocation")
 
 
 def _status_of(body: dict[str, Any]) -> InferenceStatus:
@@ -171,7 +180,8 @@ def object_exists(s3: Any, uri: str) -> bool:
 
 def read_object(s3: Any, uri: str) -> bytes:
     bucket, key = split_s3_uri(uri)
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return data
 
 
 def poll_objects(s3: Any, output_location: str | None, failure_location: str | None) -> str:
@@ -195,21 +205,16 @@ def wait_for_result(
     poll_interval: float = 1.0,
 ) -> int:
     s3 = context.create_client("s3")
-    http = URLLib3Session(
-        verify=context.verify if context.verify is not None else True,
-        timeout=context.client_config.read_timeout or 60,
-    )
+    http = _session(context, getattr(context.client_config, "read_timeout", None) or 60)
     use_status_call = True
     started = time.monotonic()
     current = InferenceStatus("Queued", output_location, failure_location)
     with progress_display() as show:
         followed = None
         try:
-            feed_http = URLLib3Session(
-                verify=context.verify if context.verify is not None else True,
-                timeout=(
-                    min(FEED_READ_TIMEOUT, timeout) if timeout is not None else FEED_READ_TIMEOUT
-                ),
+            feed_http = _session(
+                context,
+                min(FEED_READ_TIMEOUT, timeout) if timeout is not None else FEED_READ_TIMEOUT,
             )
             followed = follow_events(
                 context,
@@ -307,5 +312,10 @@ class _RichProgress:
         if status in TERMINAL_STATUSES:
             self._console.log(f"{label} after {elapsed:.1f}s")
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._status.__exit__(*exc_info)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._status.__exit__(exc_type, exc, traceback)

@@ -311,5 +311,5 @@ def retry_delay(attempts: int, draw: float) -> float:
     """The pause before the next attempt after ``attempts`` failed ones: exponential
     from RETRY_FIRST_SECONDS up to RETRY_MAX_SECONDS, with jitter (``draw`` uniform in
     [0, 1) picks from half to all of it)."""
-    base = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** max(attempts - 1, 0))
+    base = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2.0 ** max(attempts - 1, 0))
     return base * (0.5 + draw / 2)
