@@ -360,6 +360,17 @@ class WakeupChannel(Protocol):
     async def close(self) -> None: ...
 
 
+class ChangeNotices(Protocol):
+    """Notices that an invocation's state may have changed, where the store sends them
+    across processes (PostgreSQL's LISTEN / NOTIFY). Event feeds wait on them, reading
+    the store again after each; without them a feed polls the store."""
+
+    async def wait(self, endpoint_name: str, inference_id: str, timeout: float) -> bool:
+        """Return when a notice that may concern this invocation came (True), or after
+        ``timeout`` seconds (False)."""
+        ...
+
+
 # ======================================================================================
 # Object store
 # ======================================================================================

@@ -228,8 +228,8 @@ def wait_for_result(
         except HTTPClientError:
             pass  # (a read timeout on a quiet stream included): poll from here
         if followed is not None:
-            return finish(s3, followed, inference_id, output_file)
-        while True:
+            current = followed  # the status line closes before the result is printed
+        while followed is None:
             if use_status_call:
                 try:
                     current = fetch_status(context, http, endpoint_name, inference_id)

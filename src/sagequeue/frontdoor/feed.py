@@ -16,23 +16,13 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
 
-from sagequeue.ports import Invocation, InvocationStatus
+from sagequeue.ports import ChangeNotices, Invocation, InvocationStatus
 
 HEARTBEAT_SECONDS = 15.0
 FIRST_POLL_SECONDS = 0.05
 MAX_POLL_SECONDS = 1.0
 RETRY_MILLISECONDS = 1000  # the reconnection delay the stream suggests to EventSource
-
-
-class ChangeNotices(Protocol):
-    """Change notices of invocations, where the store sends them."""
-
-    async def wait(self, endpoint_name: str, inference_id: str, timeout: float) -> bool:
-        """Return when a notice for this invocation may have come (True) or after
-        ``timeout`` seconds (False)."""
-        ...
 
 
 def _fingerprint(inv: Invocation) -> tuple[object, ...]:

@@ -32,9 +32,9 @@ from sagequeue.domain.resources import (
     resource_arn,
 )
 from sagequeue.frontdoor.errors import WireProtocol
-from sagequeue.frontdoor.feed import ChangeNotices, invocation_events
+from sagequeue.frontdoor.feed import invocation_events
 from sagequeue.frontdoor.http import Request, Response
-from sagequeue.ports import Invocation, MetadataStore, QueueStore, ResourceKind
+from sagequeue.ports import ChangeNotices, Invocation, MetadataStore, QueueStore, ResourceKind
 
 # How long an endpoint document read from the store is reused: the hot path must not
 # read the store for every request, and a control-plane change shows up this late.
