@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench examples clean fuzz
+.PHONY: run test lint format bench examples clean fuzz postgresql redis-server
+
+# System packages the tests and the benchmarks run (Debian's), installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +32,24 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench examples
 	$(BIN)/ruff check --fix src tests bench examples
 
-test: $(STAMP) lint
+# A real PostgreSQL server for the tests (started by the test session itself).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) postgresql; }
+
+# The Celery + Redis reference rows of the benchmarks.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }
+
+test: $(STAMP) lint postgresql
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The hostile-input suite with many random examples (make test runs a few, derandomized).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/hostile
 
-bench: $(STAMP)
+bench: $(STAMP) postgresql redis-server
 	$(BIN)/python -m bench
 
 clean:

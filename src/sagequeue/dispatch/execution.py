@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from sagequeue import faults
 from sagequeue.config import Settings
 from sagequeue.dispatch.notices import Notices
-from sagequeue.domain.errors import S3Error
+from sagequeue.domain.errors import S3Error, ServiceUnavailable
 from sagequeue.domain.notifications import Outcome, model_error_reason
 from sagequeue.domain.outbound import host_allowed
 from sagequeue.ports import (
@@ -39,6 +39,8 @@ MAX_REASON_LENGTH = 1024
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
 FAILURE_WRITE_SECONDS = 60.0
+# A queue store that is unavailable (restarting) is retried for this long by a finish.
+STORE_RETRY_SECONDS = 15.0
 
 T = TypeVar("T")
 
@@ -198,18 +200,39 @@ class Executor:
     async def _finish(
         self, inv: Invocation, status: InvocationStatus, reason: str | None, outcome: Outcome
     ) -> bool:
-        now = self.clock.now()
-        notifications = (
-            await self.notices.messages(inv, outcome, now) if self.notices is not None else []
-        )
-        if notifications:
-            finished = await self.queue.finish(
-                inv.request_id, self._owner(inv), status, reason, now, notifications=notifications
-            )
-        else:
-            finished = await self.queue.finish(
-                inv.request_id, self._owner(inv), status, reason, now
-            )
+        """Finish in the queue store, recording the notifications of the outcome in the
+        same transaction. While the store is unavailable (a database restart) the finish
+        is retried for half a lease; past that ServiceUnavailable propagates and the
+        lease lapses: the request runs again, never ends twice."""
+        deadline = self.clock.monotonic() + STORE_RETRY_SECONDS
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                now = self.clock.now()
+                notifications = (
+                    await self.notices.messages(inv, outcome, now)
+                    if self.notices is not None
+                    else []
+                )
+                if notifications:
+                    finished = await self.queue.finish(
+                        inv.request_id,
+                        self._owner(inv),
+                        status,
+                        reason,
+                        now,
+                        notifications=notifications,
+                    )
+                else:
+                    finished = await self.queue.finish(
+                        inv.request_id, self._owner(inv), status, reason, now
+                    )
+                break
+            except ServiceUnavailable:
+                if self.clock.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
         if not finished:
             # Its lease lapsed (this worker was paused or cut off) and it was taken
             # again: the other run finishes it.

@@ -28,6 +28,7 @@ from sagequeue.dispatch.notices import Notices
 from sagequeue.dispatch.outbox import OutboxSender
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
+from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.ports import Clock, Notifier, ObjectStore, OutboxStore, SystemClock, WakeupChannel
 from sagequeue.runtimes import select_runtime
 
@@ -189,6 +190,8 @@ class Worker:
                     await action()
                 except asyncio.CancelledError:
                     raise
+                except ServiceUnavailable as exc:  # the store restarts: the next round retries
+                    log.warning("worker step %s: %s", name, exc.message)
                 except Exception:
                     log.exception("worker background step %s failed", name)
 
