@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -30,6 +31,7 @@ class Application:
         self.worker = None
         self.control = None
         self.wakeups: WakeupChannel | None = None
+        self.change_notices: Any = None  # PostgresChangeNotices on PostgreSQL
         self.keys, self.generated_keys = load_access_keys(settings)
 
     async def start(self) -> None:
@@ -43,6 +45,12 @@ class Application:
         self._warn_if_objects_are_local_to_this_host()
         self.wakeups = self._wakeup_channel()
         if settings.runs_api:
+            from sagequeue.stores import open_change_notices
+
+            # Event feeds wait on the store's change notices where it sends them.
+            self.change_notices = open_change_notices(self.store)
+            if self.change_notices is not None:
+                await self.change_notices.start()
             self.control = ControlPlane(self.store, settings)
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
@@ -94,6 +102,8 @@ class Application:
                 await self.worker.sender.notifier.close()
         if self.wakeups is not None:
             await self.wakeups.close()
+        if self.change_notices is not None:
+            await self.change_notices.close()
         if self.objects is not None:
             await self.objects.close()
         if self.store is not None:
@@ -135,7 +145,12 @@ class Application:
         settings = self.settings
         return FrontDoor(
             SigV4Verifier(self.keys, region=settings.region),
-            runtime=RuntimeApi(lambda: app.store, settings, self.on_enqueued),
+            runtime=RuntimeApi(
+                lambda: app.store,
+                settings,
+                self.on_enqueued,
+                change_notices=lambda: app.change_notices,
+            ),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects, region=settings.region, account_id=settings.account_id),
             policies=key_policies(settings),

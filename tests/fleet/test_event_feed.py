@@ -21,7 +21,7 @@ from botocore.credentials import Credentials
 from botocore.httpsession import URLLib3Session
 
 from acceptance.helpers import deploy, wait_for_status
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess
 from sagequeue.cli import waiting
 
 from .conftest import Fleet, wait_until
@@ -47,6 +47,7 @@ class EventReader(threading.Thread):
         prepared = request.prepare()
         self.request = urllib.request.Request(prepared.url, headers=dict(prepared.headers))
         self.events: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  # time.time() each event arrived
         self.content_type = ""
         self.ended = False
 
@@ -60,6 +61,7 @@ class EventReader(threading.Thread):
                     data.append(line[5:].strip())
                 elif not line and data:
                     self.events.append(json.loads("\n".join(data)))
+                    self.arrivals.append(time.time())
                     data = []
         self.ended = True
 
@@ -68,17 +70,27 @@ class EventReader(threading.Thread):
         return [event["Status"] for event in self.events]
 
 
-@pytest.fixture
-def fleet(fleet_factory) -> Fleet:
-    """An API process and a worker on one SQLite store, with an endpoint deployed; the
-    worker is then stopped, so that requests wait Queued until one starts again."""
-    fleet = fleet_factory([])
-    api = ServerProcess(fleet.data_dir, free_port(), ["--role", "api", *SHORT_LIMITS]).start()
+def feed_fleet(fleet_factory, store: dict[str, Any]) -> Fleet:
+    """An API process and a worker on one store, with an endpoint deployed; the worker is
+    then stopped, so that requests wait Queued until one starts again."""
+    fleet = fleet_factory(store["shared_args"], env=store.get("env"), hosts=store["hosts"])
+    api = fleet._process(["--role", "api", *store["shared_args"], *SHORT_LIMITS]).start()
     fleet.apis.append(api)
     worker = fleet.start_worker()
     deploy(api, "feed")
     worker.stop()
     return fleet
+
+
+@pytest.fixture
+def fleet(fleet_factory, fleet_store: dict[str, Any]) -> Fleet:
+    """On SQLite (one host) and on PostgreSQL with S3 (a data dir per process)."""
+    return feed_fleet(fleet_factory, fleet_store)
+
+
+@pytest.fixture
+def sqlite_fleet(fleet_factory) -> Fleet:
+    return feed_fleet(fleet_factory, {"shared_args": [], "hosts": False})
 
 
 def enqueue(fleet: Fleet, body: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +99,9 @@ def enqueue(fleet: Fleet, body: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def test_event_stream_shows_every_state_across_processes(fleet: Fleet) -> None:
+def test_event_stream_shows_every_state_across_processes(
+    fleet: Fleet, fleet_store: dict[str, Any]
+) -> None:
     response = enqueue(fleet, {"action": "sleep", "seconds": 1.5, "value": "done"})
     reader = EventReader(
         events_url(fleet.api, "feed", response["InferenceId"]), fleet.api.credentials
@@ -108,23 +122,21 @@ def test_event_stream_shows_every_state_across_processes(fleet: Fleet) -> None:
     assert final["OutputLocation"] == response["OutputLocation"]
     assert reader.events[1]["StartTime"] == final["StartTime"]
     assert "EndTime" not in reader.events[1]
+    # Prompt: polling with backoff (SQLite) or the store's change notices (PostgreSQL;
+    # its fallback read every 5 s would be late).
+    assert reader.arrivals[-1] - final["EndTime"] < 1.5
+    if "database" in fleet_store:  # the API process listens for the change notices
+        import psycopg
+
+        with psycopg.connect(fleet_store["database"]) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN sagequeue_changes'"
+            ).fetchone()
+        assert row is not None and row[0] == 1
 
 
-def test_a_finished_request_streams_its_final_state_and_ends(fleet: Fleet) -> None:
-    fleet.start_worker()
-    response = enqueue(fleet, {"action": "raise", "message": "nope"})
-    wait_for_status(fleet.api, "feed", response["InferenceId"])
-
-    reader = EventReader(
-        events_url(fleet.api, "feed", response["InferenceId"]), fleet.api.credentials
-    )
-    reader.run()
-
-    assert reader.statuses == ["Failed"]
-    assert "nope" in reader.events[0]["FailureReason"]
-
-
-def test_sagequeue_wait_follows_the_feed(fleet: Fleet) -> None:
+def test_sagequeue_wait_follows_the_feed(sqlite_fleet: Fleet) -> None:
+    fleet = sqlite_fleet
     response = enqueue(fleet, {"action": "sleep", "seconds": 0.5, "value": 3})
     access, secret = fleet.api.credentials
     session = botocore.session.get_session()
@@ -145,9 +157,16 @@ def test_sagequeue_wait_follows_the_feed(fleet: Fleet) -> None:
     assert final is not None and final.status == "Completed"
     assert [state.status for state in seen] == ["Queued", "InProgress", "Completed"]
     assert final.output_location == response["OutputLocation"]
+    # A stream opened on a finished request gives its final state and ends.
+    late = EventReader(
+        events_url(fleet.api, "feed", response["InferenceId"]), fleet.api.credentials
+    )
+    late.run()
+    assert late.ended and late.statuses == ["Completed"]
 
 
-def test_an_open_stream_does_not_hold_up_a_graceful_stop(fleet: Fleet) -> None:
+def test_an_open_stream_does_not_hold_up_a_graceful_stop(sqlite_fleet: Fleet) -> None:
+    fleet = sqlite_fleet
     response = enqueue(fleet, {"action": "echo", "value": "never run"})
     reader = EventReader(
         events_url(fleet.api, "feed", response["InferenceId"]), fleet.api.credentials

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,6 @@ class Module:
         self.receiver = receiver
         self.runtime = server.client("sagemaker-runtime")
         self.s3 = server.client("s3")
-        self.expiring: dict[str, Any] = {}
 
     def invoke(self, endpoint: str, request: dict[str, Any], **options: Any) -> dict[str, Any]:
         return self.runtime.invoke_endpoint_async(
@@ -84,13 +84,6 @@ def module(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver) 
                 },
                 concurrency=1 if name == "expiry" else 4,
             )
-        # The expiring request waits behind one that keeps the only slot past its TTL;
-        # queued first, so that the other tests run while it expires.
-        state.invoke("expiry", {"action": "sleep", "seconds": EXPIRY_TTL + 1})
-        state.expiring = state.invoke(
-            "expiry", {"action": "echo", "value": "late"}, RequestTTLSeconds=EXPIRY_TTL
-        )
-        state.expiring["enqueued"] = time.time()
         deploy_notifying(server, "retry", {"SuccessTopic": receiver.url("/flaky-2/retry")})
         yield state
     finally:
@@ -261,13 +254,30 @@ def test_a_receiver_failing_twice_gets_the_message_on_the_third_attempt(module: 
     assert status["Status"] == "Completed"  # delivery never held the request back
 
 
-def test_expiry_notifies_the_error_topic(module: Module) -> None:
-    expiring = module.expiring
-    wait = expiring["enqueued"] + EXPIRY_TTL + 30 - time.time()
+def queued_for(server: ServerProcess, inference_id: str, seconds: float) -> None:
+    """Make a queued request look queued ``seconds`` longer: its enqueue time moves back
+    in the store (RequestTTLSeconds is at least 60 s, too long for a test to wait)."""
+    with sqlite3.connect(server.data_dir / "sagequeue.db", timeout=30) as conn:
+        changed = conn.execute(
+            "UPDATE invocations SET enqueued_at = enqueued_at - ?, expires_at = expires_at - ? "
+            "WHERE inference_id = ? AND status = 'Queued'",
+            (seconds, seconds, inference_id),
+        ).rowcount
+    assert changed == 1, "the request was not queued"
 
-    message = delivery_for(
-        module.receiver, "/expiry/error", expiring["InferenceId"], timeout=max(wait, 1)
-    ).json
+
+def test_expiry_notifies_the_error_topic(module: Module) -> None:
+    # Its one slot, and the one request leased ahead for it, are taken: the next waits.
+    for _ in range(2):
+        module.invoke("expiry", {"action": "sleep", "seconds": 20})
+    expiring = module.invoke(
+        "expiry", {"action": "echo", "value": "late"}, RequestTTLSeconds=EXPIRY_TTL
+    )
+    time.sleep(0.3)
+    started = time.time()
+    queued_for(module.server, expiring["InferenceId"], EXPIRY_TTL + 1)
+
+    message = delivery_for(module.receiver, "/expiry/error", expiring["InferenceId"]).json
 
     assert message["invocationStatus"] == "Expired"
     assert message["failureReason"] == (
@@ -278,6 +288,6 @@ def test_expiry_notifies_the_error_topic(module: Module) -> None:
         "contentType": "application/json",
         "endpointName": "expiry",
     }
-    assert_documented_shape(message, expiring["enqueued"] - 1)
+    assert_documented_shape(message, started - EXPIRY_TTL - 2)
     successes = module.receiver.received("/expiry/success", timeout=0, count=0)
     assert expiring["InferenceId"] not in [d.json["inferenceId"] for d in successes]
