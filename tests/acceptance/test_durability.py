@@ -103,8 +103,7 @@ def test_request_queued_past_its_ttl_expires_with_failure_object(server_factory)
 
 def _as_if_queued_for(server, inference_id: str, seconds: float) -> None:
     """Move a queued request's enqueue time back in the store, as if ``seconds`` had
-    passed: RequestTTLSeconds is at least 60 s, too long to wait for in a test. (It may be
-    queued, or leased ahead of a free slot: either way it must not start once expired.)"""
+    passed: RequestTTLSeconds is at least 60 s, too long to wait for in a test."""
     import sqlite3
 
     with sqlite3.connect(server.data_dir / "sagequeue.db") as conn:
