@@ -170,7 +170,19 @@ class Placement:
                 replanned = plan_endpoint(doc, self._default_concurrency) if doc else None
                 if replanned is not None:
                     plans[name] = replanned  # its new generation serves from this round on
+                    # At once, before anything else awaits: a request accepted after the
+                    # switch must not be leased by the generation it replaced.
+                    self._activate_serving_pools(plans, only=name)
+        self._activate_serving_pools(plans)
+        self._tear_down_gone(plans)
+
+    def _activate_serving_pools(
+        self, plans: dict[str, EndpointPlan], only: str | None = None
+    ) -> None:
+        """Pools of the serving generations lease; the others stop leasing."""
         for pool in self.pools.values():
+            if only is not None and pool.key[0] != only:
+                continue
             plan = plans.get(pool.key[0])
             serving = plan is not None and plan.serving_generation == pool.spec.generation
             if serving and not pool.active:
@@ -178,7 +190,6 @@ class Placement:
                 pool.wake()
             elif not serving and pool.active:
                 pool.deactivate()
-        self._tear_down_gone(plans)
 
     def _tend_own(self, claim: InstanceClaim, now: float) -> None:
         """A claim of ours in the store: one we hold no instance for (lost in a crash of
@@ -321,6 +332,8 @@ class Placement:
         now = self.clock.now()
 
         def change(doc: dict[str, Any]) -> bool:
+            if outcome.capacity:
+                return settle_capacity_update(doc)
             if int(doc.get(GENERATION_KEY, 0)) != outcome.generation or doc.get(
                 "EndpointStatus"
             ) not in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
@@ -348,14 +361,35 @@ class Placement:
                 doc[FAILED_GENERATION_KEY] = outcome.generation
             return True
 
+        def settle_capacity_update(doc: dict[str, Any]) -> bool:
+            """Back to InService after UpdateEndpointWeightsAndCapacities (the weights
+            and counts it set stay); with the reason when an instance could not start."""
+            current = plan_endpoint(doc, self._default_concurrency)
+            if (
+                current is None
+                or not current.capacity_update
+                or current.serving_generation != outcome.generation
+            ):
+                return False  # settled by another worker, or replaced by UpdateEndpoint
+            doc["LastModifiedTime"] = now
+            doc["EndpointStatus"] = str(EndpointStatus.IN_SERVICE)
+            if outcome.outcome is RolloutOutcome.FAILED:
+                doc["FailureReason"] = (outcome.reason or "An instance failed to start.")[
+                    :MAX_REASON_LENGTH
+                ]
+            return True
+
         doc = await self._update_endpoint(plan.name, change)
         if doc is not None:
-            log.info(
-                "endpoint %s: generation %d %s",
-                plan.name,
-                outcome.generation,
-                "in service" if outcome.outcome is RolloutOutcome.IN_SERVICE else "failed",
-            )
+            if outcome.capacity:
+                log.info("endpoint %s: capacity update settled", plan.name)
+            else:
+                log.info(
+                    "endpoint %s: generation %d %s",
+                    plan.name,
+                    outcome.generation,
+                    "in service" if outcome.outcome is RolloutOutcome.IN_SERVICE else "failed",
+                )
         return doc
 
     async def _update_endpoint(
