@@ -110,6 +110,7 @@ class Application:
 
     def frontdoor(self) -> FrontDoor:
         from sagequeue.frontdoor.control import ControlApi
+        from sagequeue.frontdoor.logs import LogsApi
         from sagequeue.frontdoor.runtime import RuntimeApi
         from sagequeue.frontdoor.s3 import S3Api
 
@@ -126,6 +127,7 @@ class Application:
             runtime=RuntimeApi(lambda: app.store, settings, self.on_enqueued),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects),
+            json_services={"logs": LogsApi(lambda: app.store, settings)},
             policies=key_policies(settings),
             ops={"/healthz": healthz},
             on_startup=[self.start],

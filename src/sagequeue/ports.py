@@ -460,10 +460,27 @@ class ModelInstance(Protocol):
     async def close(self) -> None: ...
 
 
+class InstanceLog(Protocol):
+    """Where one model instance's log lines go: its streams of the endpoint's log group
+    (sagequeue.domain.logs). Cheap and never blocking: lines are shipped in batches."""
+
+    @property
+    def instance_id(self) -> str: ...
+
+    def model_output(self, line: str) -> None:
+        """A line the model printed (its process's stdout or stderr)."""
+
+    def platform(self, line: str) -> None:
+        """A line of sagequeue's own about the instance or a request it runs."""
+
+
 class ModelRuntime(Protocol):
-    async def start_instance(self, model: dict[str, Any], max_concurrency: int) -> ModelInstance:
-        """Start an instance of a CreateModel document (DescribeModel shape).
-        Raises ModelInvocationError with a reason when the model cannot load."""
+    async def start_instance(
+        self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
+    ) -> ModelInstance:
+        """Start an instance of a CreateModel document (DescribeModel shape); what the
+        model prints goes to ``log`` (the server's stderr without one). Raises
+        ModelInvocationError with a reason when the model cannot load."""
 
 
 # ======================================================================================

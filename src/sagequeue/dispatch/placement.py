@@ -23,7 +23,9 @@ from typing import Any, Protocol
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import MAX_REASON_LENGTH, Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.model_logs import LogShipper
 from sagequeue.dispatch.pools import LocalInstance, Pool, close_instance
+from sagequeue.domain.logs import new_instance_id
 from sagequeue.domain.placement import (
     EndpointPlan,
     InstanceSpec,
@@ -49,6 +51,7 @@ from sagequeue.ports import (
     Clock,
     FleetStore,
     InstanceClaim,
+    InstanceLog,
     InstanceState,
     InvocationStatus,
     MetadataStore,
@@ -94,6 +97,7 @@ class Placement:
         lease_seconds: float,
         poll_seconds: float,
         stop_grace_seconds: float,
+        logs: LogShipper | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -106,6 +110,7 @@ class Placement:
         self._lease_seconds = lease_seconds
         self._poll = poll_seconds
         self._grace = stop_grace_seconds
+        self.logs = logs
         self.pools: dict[SlotKey, Pool] = {}
         self._local: dict[InstanceKey, LocalInstance] = {}
         self._starting: dict[InstanceKey, asyncio.Task[None]] = {}
@@ -235,9 +240,13 @@ class Placement:
         task.add_done_callback(lambda _t: self._starting.pop(key, None))
 
     async def _start_instance(self, spec: InstanceSpec, claim: InstanceClaim) -> None:
+        instance_log = self._instance_log(spec, claim)
+        began = self.clock.monotonic()
         try:
             runtime = self._runtime_factory(spec.model, self.objects, self.settings)
-            instance = await runtime.start_instance(spec.model, spec.max_concurrency)
+            instance = await runtime.start_instance(
+                spec.model, spec.max_concurrency, log=instance_log
+            )
         except asyncio.CancelledError:
             raise
         except ModelInvocationError as exc:
@@ -248,7 +257,7 @@ class Placement:
             if self.stopping or not await self._set_state(claim, InstanceState.RUNNING, None):
                 await close_instance(instance)  # no longer ours (this worker was reaped)
                 return
-            local = LocalInstance(claim, instance)
+            local = LocalInstance(claim, instance, instance_log)
             self._local[instance_key(claim)] = local
             self._pool(spec).add(local)
             log.info(
@@ -258,9 +267,30 @@ class Placement:
                 spec.variant_name,
                 spec.generation,
             )
+            if instance_log is not None:
+                instance_log.platform(
+                    f"Instance {instance_log.instance_id} running: the model loaded in "
+                    f"{self.clock.monotonic() - began:.1f} s"
+                )
             return
         log.warning("endpoint %s: an instance failed to start: %s", spec.endpoint_name, reason)
+        if instance_log is not None:
+            instance_log.platform(f"Instance {instance_log.instance_id} could not start: {reason}")
         await self._set_state(claim, InstanceState.FAILED, reason[:MAX_REASON_LENGTH])
+
+    def _instance_log(self, spec: InstanceSpec, claim: InstanceClaim) -> InstanceLog | None:
+        """A new instance's log streams, opened with a line saying what it is."""
+        if self.logs is None:
+            return None
+        instance_id = new_instance_id()
+        instance_log = self.logs.instance_log(spec.endpoint_name, spec.variant_name, instance_id)
+        model_name = spec.model.get("ModelName", "")
+        instance_log.platform(
+            f"Instance {instance_id} starting: model {model_name}, variant "
+            f"{spec.variant_name} of endpoint {spec.endpoint_name} (generation "
+            f"{spec.generation}, slot {claim.slot}), on worker {claim.worker_id}"
+        )
+        return instance_log
 
     async def _set_state(
         self, claim: InstanceClaim, state: InstanceState, detail: str | None
@@ -302,6 +332,11 @@ class Placement:
                 await asyncio.wait([starting])  # let it finish, so the process is closed
             local = self._local.pop(key, None)
             pool = self.pools.get(key[:3])
+            if local is not None and local.log is not None:
+                local.log.platform(
+                    f"Instance {local.log.instance_id} stopping: it takes no new request and "
+                    "closes once the ones it runs are done"
+                )
             if local is not None and pool is not None:
                 await pool.retire(local, self._grace)
             elif local is not None:

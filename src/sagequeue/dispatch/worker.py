@@ -6,7 +6,9 @@ It is put together from parts that each do one job:
 * placement (``placement.py``): which instances this worker runs, and endpoint rollouts;
 * dispatch (``pools.py``, ``execution.py``): leasing requests for the running instances
   and running them, results written before each finish;
-* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention.
+* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention;
+* model logs (``model_logs.py``): the instances' lines shipped to the store, and their
+  retention.
 
 Wake-ups arrive through ``wake()`` (same process) or the WakeupChannel (other processes);
 polling is the slow fallback.
@@ -19,14 +21,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.model_logs import FLUSH_SECONDS, LogRetention, LogShipper
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
-from sagequeue.ports import Clock, ObjectStore, SystemClock, WakeupChannel
+from sagequeue.ports import Clock, LogStore, ObjectStore, SystemClock, WakeupChannel
 from sagequeue.runtimes import select_runtime
 
 log = logging.getLogger("sagequeue.worker")
@@ -39,10 +42,14 @@ SWEEP_SECONDS = 1.0
 STOP_GRACE_SECONDS = 25.0
 
 
+class WorkerStore(PlacementStore, LogStore, Protocol):
+    """Everything a worker keeps in the shared store."""
+
+
 class Worker:
     def __init__(
         self,
-        store: PlacementStore,
+        store: WorkerStore,
         objects: ObjectStore,
         settings: Settings,
         *,
@@ -75,6 +82,14 @@ class Worker:
             on_lost=self._lost,
         )
         self.executor = Executor(store, objects, settings, self.clock)
+        self.logs = LogShipper(store, self.clock)
+        self.log_retention = LogRetention(
+            store,
+            self.membership,
+            self.clock,
+            retention_seconds=settings.model_log_retention,
+            max_bytes=settings.model_log_max_bytes,
+        )
         self.placement = Placement(
             store,
             objects,
@@ -87,6 +102,7 @@ class Worker:
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
             stop_grace_seconds=stop_grace_seconds,
+            logs=self.logs,
         )
         self.sweeper = Sweeper(
             store,
@@ -120,6 +136,8 @@ class Worker:
             self._every(self._placement_seconds, self.placement.tick, "placement"),
             self._every(self._sweep_seconds, self.sweeper.sweep, "sweeper"),
             self._every(self._renew_seconds, self._renew, "renewer"),
+            self._every(FLUSH_SECONDS, self.logs.flush, "model log shipper"),
+            self._every(self.log_retention.every_seconds, self.log_retention.run, "log retention"),
         ]
 
     async def stop(self) -> None:
@@ -131,6 +149,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.placement.stop()
+        await self.logs.close()  # the instances' last lines
         try:
             await self.membership.leave()
         except Exception:

@@ -1,5 +1,6 @@
 """The front door: a raw ASGI app that authenticates every call with SigV4 and routes
-it by the credential scope's service (``sagemaker`` or ``s3``)."""
+it by the credential scope's service (``sagemaker``, ``s3``, and the other JSON APIs
+such as ``logs``)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class FrontDoor:
         runtime: JsonApiHandler,
         control: JsonApiHandler,
         s3: ApiHandler,
+        json_services: dict[str, JsonApiHandler] | None = None,
         policies: dict[str, KeyPolicy] | None = None,
         ops: dict[str, OpsHandler] | None = None,
         on_startup: list[LifespanHook] | None = None,
@@ -66,6 +68,8 @@ class FrontDoor:
         self.runtime = runtime
         self.control = control
         self.s3 = s3
+        # Other AWS JSON APIs by SigV4 service name ("logs": CloudWatch Logs).
+        self.json_services = json_services or {}
         # Access key id -> its policy; keys without one may do everything.
         self.policies = policies or {}
         self.ops = ops or {}
@@ -147,12 +151,18 @@ class FrontDoor:
                     parts, method, request.raw_path, request.query_string, headers, payload_hash
                 )
                 return await self._s3(request)
-            if parts.service != "sagemaker":
-                raise UnknownOperation(
-                    f"Service '{parts.service}' is not offered here: this endpoint serves "
-                    "'sagemaker' (control plane and runtime) and 's3'."
-                )
-            handler = self.control if "x-amz-target" in headers else self.runtime
+            if parts.service == "sagemaker":
+                handler = self.control if "x-amz-target" in headers else self.runtime
+            else:
+                found = self.json_services.get(parts.service)
+                if found is None:
+                    offered = ", ".join(f"'{name}'" for name in sorted(self.json_services))
+                    raise UnknownOperation(
+                        f"Service '{parts.service}' is not offered here: this endpoint serves "
+                        f"'sagemaker' (control plane and runtime), 's3'"
+                        + (f" and {offered}." if offered else ".")
+                    )
+                handler = found
             protocol = handler.protocol
             # Everything the headers prove (a known key, a fresh date, this region) is
             # checked before a byte of the body is read, and a body longer than the API
