@@ -171,7 +171,7 @@ def test_update_to_a_config_of_other_variants_is_refused_and_changes_nothing(
 
 LOAD_THREADS = 4
 # Each loader waits this long between requests: a little more than the endpoint runs (two
-# instances, 2 at a time each, 40 ms a request), so that requests queue up.
+# instances, 2 at a time each, 50 ms a request), so that requests queue up.
 LOAD_PAUSE_SECONDS = 0.03
 MAX_REQUESTS = 3000
 LOAD_SECONDS_AFTER_SWITCH = 1.5
@@ -195,7 +195,7 @@ def test_update_under_load_loses_and_fails_nothing_and_then_serves_the_new_model
     sent: list[str] = []
     lock = threading.Lock()
     # Each request runs a little while, so that some are in flight at the switch.
-    body = json.dumps({"action": "sleep", "seconds": 0.04, "value": 1}).encode()
+    body = json.dumps({"action": "sleep", "seconds": 0.05, "value": 1}).encode()
 
     def load() -> None:
         runtime = server.client("sagemaker-runtime")
@@ -251,13 +251,8 @@ def test_update_under_load_loses_and_fails_nothing_and_then_serves_the_new_model
     started_after = [i for i, f in finals.items() if f["StartTime"] > switch_seen]
     assert after_switch and {models[i] for i in after_switch} == {"v2"}
     assert {models[i] for i in started_after} == {"v2"}
-    print(
-        len(sent),
-        len(after_switch),
-        len(started_after),
-        Counter(models.values()),
-        len([i for i in started_after if i not in after_switch]),
-    )
+    queued_at_switch = [i for i in started_after if i not in after_switch]
+    assert queued_at_switch  # requests waiting at the switch ran on the new model
     assert "v1" in models.values()  # the load ran across the switch
     # Each ran once: nothing was retried.
     assert {f["Attempts"] for f in finals.values()} == {1}
