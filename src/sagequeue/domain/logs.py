@@ -109,8 +109,8 @@ def compile_filter_pattern(pattern: str | None) -> Callable[[str], bool]:
 
 
 def _tokens(text: str) -> list[str]:
-    """Whitespace-separated tokens; a double-quoted part (with ``\\"`` escapes) may hold
-    spaces and is kept quoted."""
+    """Whitespace-separated tokens; a double-quoted part (with ``\\"`` escapes) or a
+    ``%regular expression%`` may hold spaces and is kept whole."""
     tokens: list[str] = []
     current: list[str] = []
     index = 0
@@ -122,12 +122,13 @@ def _tokens(text: str) -> list[str]:
                 current = []
             index += 1
             continue
-        if char == '"':
+        if char == '"' or (char == "%" and not current):
+            # A quoted phrase, or a %regular expression%: whole, spaces and all.
             end = index + 1
-            while end < len(text) and text[end] != '"':
-                end += 2 if text[end] == "\\" else 1
+            while end < len(text) and text[end] != char:
+                end += 2 if char == '"' and text[end] == "\\" else 1
             if end >= len(text):
-                raise InvalidParameter(f"Invalid filter pattern: unbalanced quote in {text!r}.")
+                raise InvalidParameter(f"Invalid filter pattern: unbalanced {char} in {text!r}.")
             current.append(text[index : end + 1])
             index = end + 1
             continue
