@@ -28,7 +28,17 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench examples
 	$(BIN)/ruff check --fix src tests bench examples
 
-test: $(STAMP) lint
+# `aws logs tail` is an AWS CLI v2 command (the venv's awscli is v1): the model-log tests
+# run it from Debian's awscli package, installed here where it is missing (as root).
+AWS_CLI_V2 ?= /usr/bin/aws
+
+$(AWS_CLI_V2):
+	-command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends awscli \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		--no-install-recommends awscli; }; }
+
+test: $(STAMP) lint $(AWS_CLI_V2)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The hostile-input suite with many random examples (make test runs a few, derandomized).
