@@ -126,7 +126,7 @@ class Application:
             SigV4Verifier(self.keys, region=settings.region),
             runtime=RuntimeApi(lambda: app.store, settings, self.on_enqueued),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
-            s3=S3Api(lambda: app.objects),
+            s3=S3Api(lambda: app.objects, region=settings.region, account_id=settings.account_id),
             json_services={"logs": LogsApi(lambda: app.store, settings)},
             policies=key_policies(settings),
             ops={"/healthz": healthz},

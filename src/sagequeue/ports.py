@@ -380,8 +380,11 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* without prefix
     # Other stored headers (Content-Encoding, Content-Disposition, Cache-Control, ...).
     headers: dict[str, str] = field(default_factory=dict)
-    # Full-object checksums by algorithm name ("CRC32", "SHA256", ...) -> base64.
+    # Checksums by algorithm name ("CRC32", "SHA256", ...) -> base64; a multipart
+    # upload's composite checksum is "<base64>-<parts>".
     checksums: dict[str, str] = field(default_factory=dict)
+    encryption: str | None = None  # "AES256" when stored with SSE-S3
+    tag_count: int = 0
 
 
 class ObjectStore(Protocol):

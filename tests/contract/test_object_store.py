@@ -6,6 +6,7 @@ mode (an independent S3 implementation), started here as a subprocess.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import socket
@@ -22,8 +23,12 @@ from sagequeue.config import Settings
 from sagequeue.domain.errors import S3Error
 from sagequeue.stores.objects import (
     MIB,
+    CompletedPart,
+    CorsRule,
     ObjectBackend,
+    WriteCondition,
     multipart_etag,
+    new_checksum,
     open_object_backend,
     parse_s3_uri,
     upload_file_if_changed,
@@ -422,6 +427,306 @@ async def test_aborted_upload_is_no_such_upload(objects: ObjectBackend, bucket: 
     assert await objects.list_multipart_uploads(bucket) == []
     code = await error_code(objects.upload_part(bucket, "k", upload.upload_id, 1, body(b"x")))
     assert code == "NoSuchUpload"
+
+
+# ------------------------------------------------------------------ multipart checksums
+
+FIRST_PART = os.urandom(5 * MIB)
+LAST_PART = b"the last part"
+
+
+def on_moto(store: ObjectBackend) -> bool:
+    return store.__class__.__name__ == "S3ObjectStore"
+
+
+def skip_moto_crc32c(store: ObjectBackend, algorithm: str) -> None:
+    if algorithm == "CRC32C" and on_moto(store):
+        pytest.skip("moto's CRC32C of a multipart object is not S3's (nor awscrt's)")
+
+
+def checksum_of(algorithm: str, data: bytes) -> str:
+    checksum = new_checksum(algorithm)
+    checksum.update(data)
+    return checksum.b64()
+
+
+async def two_part_upload(
+    store: ObjectBackend, bucket: str, key: str, algorithm: str | None, kind: str | None = None
+) -> tuple[str, list[CompletedPart]]:
+    upload = await store.create_multipart_upload(
+        bucket, key, checksum_algorithm=algorithm, checksum_type=kind
+    )
+    parts = []
+    for number, data in ((1, FIRST_PART), (2, LAST_PART)):
+        part = await store.upload_part(
+            bucket, key, upload.upload_id, number, body(data), checksum_algorithm=algorithm
+        )
+        listed = {algorithm: part.checksum or ""} if algorithm else {}
+        parts.append(CompletedPart(number, part.etag, listed))
+    return upload.upload_id, parts
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])
+async def test_composite_multipart_checksum_is_the_checksum_of_the_part_checksums(
+    objects: ObjectBackend, bucket: str, algorithm: str
+) -> None:
+    skip_moto_crc32c(objects, algorithm)
+    upload_id, parts = await two_part_upload(objects, bucket, "k", algorithm)
+    raw = b"".join(base64.b64decode(checksum_of(algorithm, d)) for d in (FIRST_PART, LAST_PART))
+    expected = f"{checksum_of(algorithm, raw)}-2"
+    info = await objects.complete_multipart_upload(
+        bucket, "k", upload_id, parts, checksum=(algorithm, expected)
+    )
+    assert info.checksums == {algorithm: expected}
+    assert (await objects.head_object(bucket, "k")).checksums == {algorithm: expected}
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+async def test_full_object_multipart_checksum_is_the_crc_of_the_whole_object(
+    objects: ObjectBackend, bucket: str, algorithm: str
+) -> None:
+    skip_moto_crc32c(objects, algorithm)
+    upload_id, parts = await two_part_upload(objects, bucket, "k", algorithm, "FULL_OBJECT")
+    expected = checksum_of(algorithm, FIRST_PART + LAST_PART)
+    info = await objects.complete_multipart_upload(
+        bucket, "k", upload_id, parts, checksum=(algorithm, expected)
+    )
+    assert info.checksums == {algorithm: expected}
+
+
+async def test_wrong_whole_object_checksum_is_bad_digest(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    upload_id, parts = await two_part_upload(objects, bucket, "k", "SHA256")
+    wrong = ("SHA256", base64.b64encode(hashlib.sha256(b"other").digest()).decode() + "-2")
+    code = await error_code(
+        objects.complete_multipart_upload(bucket, "k", upload_id, parts, checksum=wrong)
+    )
+    assert code == "BadDigest"
+    assert await error_code(objects.head_object(bucket, "k")) == "NoSuchKey"
+
+
+async def test_listed_part_checksum_must_be_the_uploaded_one(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    if on_moto(objects):
+        pytest.skip("moto keeps no part checksums to compare with (AWS S3 checks them)")
+    upload_id, parts = await two_part_upload(objects, bucket, "k", "CRC32")
+    parts[1].checksums["CRC32"] = checksum_of("CRC32", b"something else")
+    code = await error_code(objects.complete_multipart_upload(bucket, "k", upload_id, parts))
+    assert code == "InvalidPart"
+
+
+async def test_completing_an_upload_again_answers_the_same_object(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    upload_id, parts = await two_part_upload(objects, bucket, "k", None)
+    first = await objects.complete_multipart_upload(bucket, "k", upload_id, parts)
+    again = await objects.complete_multipart_upload(bucket, "k", upload_id, parts)
+    assert (again.etag, again.size) == (first.etag, first.size)
+
+
+async def test_completing_again_with_other_parts_is_no_such_upload(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    upload_id, parts = await two_part_upload(objects, bucket, "k", None)
+    await objects.complete_multipart_upload(bucket, "k", upload_id, parts)
+    code = await error_code(objects.complete_multipart_upload(bucket, "k", upload_id, parts[:1]))
+    assert code == "NoSuchUpload"
+
+
+async def test_a_part_listed_twice_counts_once(objects: ObjectBackend, bucket: str) -> None:
+    upload_id, parts = await two_part_upload(objects, bucket, "k", None)
+    info = await objects.complete_multipart_upload(
+        bucket, "k", upload_id, [parts[0], parts[0], parts[1]]
+    )
+    assert info.etag == multipart_etag([parts[0].etag, parts[1].etag])
+    assert await get_bytes(objects, bucket, "k") == FIRST_PART + LAST_PART
+
+
+async def test_object_parts_give_each_part_size(objects: ObjectBackend, bucket: str) -> None:
+    upload_id, parts = await two_part_upload(objects, bucket, "k", None)
+    await objects.complete_multipart_upload(bucket, "k", upload_id, parts)
+    listed = await objects.object_parts(bucket, "k")
+    assert [(p.part_number, p.size) for p in listed or []] == [
+        (1, len(FIRST_PART)),
+        (2, len(LAST_PART)),
+    ]
+    await objects.put_object(bucket, "whole", body(b"x"))
+    assert await objects.object_parts(bucket, "whole") is None
+
+
+# ------------------------------------------------------------------ listing edge cases
+
+
+async def test_listing_zero_keys_is_empty_and_not_truncated(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    await put_keys(objects, bucket, ["a", "b"])
+    page = await objects.list_objects(bucket, max_keys=0)
+    assert (page.objects, page.common_prefixes, page.truncated) == ([], [], False)
+
+
+# ------------------------------------------------------------------ conditional writes
+
+
+async def test_if_none_match_star_creates_only_when_absent(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    absent = WriteCondition(if_none_match="*")
+    await objects.put_object(bucket, "k", body(b"first"), condition=absent)
+    code = await error_code(objects.put_object(bucket, "k", body(b"second"), condition=absent))
+    assert code == "PreconditionFailed"
+    assert await get_bytes(objects, bucket, "k") == b"first"
+
+
+async def test_if_match_overwrites_only_that_version(objects: ObjectBackend, bucket: str) -> None:
+    info = await objects.put_object(bucket, "k", body(b"v1"))
+    stale = WriteCondition(if_match='"0123456789abcdef0123456789abcdef"')
+    assert await error_code(objects.put_object(bucket, "k", body(b"x"), condition=stale)) == (
+        "PreconditionFailed"
+    )
+    current = WriteCondition(if_match=f'"{info.etag}"')
+    await objects.put_object(bucket, "k", body(b"v2"), condition=current)
+    assert await get_bytes(objects, bucket, "k") == b"v2"
+    code = await error_code(objects.put_object(bucket, "absent", body(b"x"), condition=current))
+    assert code == "NoSuchKey"
+
+
+async def test_complete_with_if_none_match_does_not_overwrite(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    await objects.put_object(bucket, "k", body(b"there"))
+    upload_id, parts = await two_part_upload(objects, bucket, "k", None)
+    code = await error_code(
+        objects.complete_multipart_upload(
+            bucket, "k", upload_id, parts, condition=WriteCondition(if_none_match="*")
+        )
+    )
+    assert code == "PreconditionFailed"
+    assert await get_bytes(objects, bucket, "k") == b"there"
+
+
+async def test_delete_with_if_match_deletes_only_that_version(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    info = await objects.put_object(bucket, "k", body(b"v1"))
+    stale = WriteCondition(if_match='"0123456789abcdef0123456789abcdef"')
+    assert await error_code(objects.delete_object(bucket, "k", stale)) == "PreconditionFailed"
+    assert await get_bytes(objects, bucket, "k") == b"v1"
+    await objects.delete_object(bucket, "k", WriteCondition(if_match=f'"{info.etag}"'))
+    assert await error_code(objects.head_object(bucket, "k")) == "NoSuchKey"
+    code = await error_code(objects.delete_object(bucket, "k", WriteCondition(if_match="*")))
+    assert code == "NoSuchKey"
+
+
+# ------------------------------------------------------------------ SSE-S3
+
+
+async def test_sse_s3_object_reads_back_and_reports_its_encryption(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    data = os.urandom(300_000)
+    info = await objects.put_object(bucket, "k", body(data), encryption="AES256")
+    assert info.encryption == "AES256"
+    assert (await objects.head_object(bucket, "k")).encryption == "AES256"
+    assert await get_bytes(objects, bucket, "k") == data
+    _, stream = await objects.get_object(bucket, "k", (70_001, 200_000))
+    assert await read_all(stream) == data[70_001:200_001]
+
+
+async def test_copy_is_encrypted_as_the_copy_request_says(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    await objects.put_object(bucket, "plain", body(b"p" * 1000))
+    await objects.put_object(bucket, "sealed", body(b"s" * 1000), encryption="AES256")
+    for source, target, encryption in (
+        ("plain", "plain-to-sealed", "AES256"),
+        ("sealed", "sealed-to-plain", None),
+        ("sealed", "sealed-to-sealed", "AES256"),
+    ):
+        await objects.copy_object(bucket, source, bucket, target, encryption=encryption)
+        assert (await objects.head_object(bucket, target)).encryption == encryption
+        assert await get_bytes(objects, bucket, target) == await get_bytes(objects, bucket, source)
+
+
+async def test_sse_s3_multipart_upload_reads_back(objects: ObjectBackend, bucket: str) -> None:
+    upload = await objects.create_multipart_upload(bucket, "k", encryption="AES256")
+    p1 = await objects.upload_part(bucket, "k", upload.upload_id, 1, body(FIRST_PART))
+    p2 = await objects.upload_part(bucket, "k", upload.upload_id, 2, body(LAST_PART))
+    info = await objects.complete_multipart_upload(
+        bucket, "k", upload.upload_id, [(1, p1.etag), (2, p2.etag)]
+    )
+    assert info.encryption == "AES256"
+    _, stream = await objects.get_object(bucket, "k", (5 * MIB - 3, 5 * MIB + 3))
+    assert await read_all(stream) == (FIRST_PART + LAST_PART)[5 * MIB - 3 : 5 * MIB + 4]
+
+
+# ------------------------------------------------------------------ tagging
+
+
+async def test_tags_set_on_put_are_read_back(objects: ObjectBackend, bucket: str) -> None:
+    await objects.put_object(bucket, "k", body(b"x"), tags={"team": "a", "stage": "raw"})
+    assert await objects.get_object_tagging(bucket, "k") == {"team": "a", "stage": "raw"}
+    info, stream = await objects.get_object(bucket, "k")
+    await read_all(stream)
+    assert info.tag_count == 2
+
+
+async def test_put_object_tagging_replaces_and_delete_clears(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    await objects.put_object(bucket, "k", body(b"x"), tags={"old": "1"})
+    await objects.put_object_tagging(bucket, "k", {"new": "2"})
+    assert await objects.get_object_tagging(bucket, "k") == {"new": "2"}
+    await objects.delete_object_tagging(bucket, "k")
+    assert await objects.get_object_tagging(bucket, "k") == {}
+    code = await error_code(objects.put_object_tagging(bucket, "absent", {"a": "b"}))
+    assert code == "NoSuchKey"
+
+
+async def test_more_than_ten_tags_is_invalid_tag(objects: ObjectBackend, bucket: str) -> None:
+    await objects.put_object(bucket, "k", body(b"x"))
+    eleven = {f"k{i}": "v" for i in range(11)}
+    assert await error_code(objects.put_object_tagging(bucket, "k", eleven)) == "InvalidTag"
+
+
+async def test_copy_keeps_tags_unless_given_new_ones(objects: ObjectBackend, bucket: str) -> None:
+    await objects.put_object(bucket, "src", body(b"x"), tags={"a": "1"})
+    await objects.copy_object(bucket, "src", bucket, "kept")
+    await objects.copy_object(bucket, "src", bucket, "replaced", tags={"b": "2"})
+    assert await objects.get_object_tagging(bucket, "kept") == {"a": "1"}
+    assert await objects.get_object_tagging(bucket, "replaced") == {"b": "2"}
+
+
+async def test_multipart_upload_tags_land_on_the_object(
+    objects: ObjectBackend, bucket: str
+) -> None:
+    upload = await objects.create_multipart_upload(bucket, "k", tags={"from": "mpu"})
+    part = await objects.upload_part(bucket, "k", upload.upload_id, 1, body(b"x"))
+    await objects.complete_multipart_upload(bucket, "k", upload.upload_id, [(1, part.etag)])
+    assert await objects.get_object_tagging(bucket, "k") == {"from": "mpu"}
+
+
+# ------------------------------------------------------------------ bucket CORS
+
+
+async def test_bucket_cors_rules_round_trip_and_delete(objects: ObjectBackend, bucket: str) -> None:
+    assert await error_code(objects.get_bucket_cors(bucket)) == "NoSuchCORSConfiguration"
+    rules = [
+        CorsRule(
+            allowed_methods=["GET", "PUT"],
+            allowed_origins=["https://app.example.com"],
+            allowed_headers=["*"],
+            expose_headers=["ETag"],
+            max_age_seconds=300,
+            id="app",
+        )
+    ]
+    await objects.put_bucket_cors(bucket, rules)
+    assert await objects.get_bucket_cors(bucket) == rules
+    await objects.delete_bucket_cors(bucket)
+    assert await error_code(objects.get_bucket_cors(bucket)) == "NoSuchCORSConfiguration"
 
 
 # ------------------------------------------------------------------ helpers

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from sagequeue.domain.errors import S3Error
+from sagequeue.stores.objects import WriteCondition
 from sagequeue.stores.objects_local import LocalObjectStore
 
 pytestmark = pytest.mark.anyio
@@ -76,7 +78,12 @@ async def test_hostile_keys_write_nothing_outside_the_root(
     outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "root")]
     assert outside == []
     top_level = sorted(p.name for p in (tmp_path / "root").iterdir())
-    assert [n for n in top_level if not n.startswith("index.db")] == ["data", "parts", "tmp"]
+    assert [n for n in top_level if not n.startswith("index.db")] == [
+        "data",
+        "parts",
+        "reserve",
+        "tmp",
+    ]
 
 
 async def test_no_file_name_contains_the_key(local: LocalObjectStore, tmp_path: Path) -> None:
@@ -208,3 +215,151 @@ async def test_a_kernel_copy_failure_other_than_refusal_fails_the_completion(
     with pytest.raises(S3Error) as raised:
         await read(local, "big")
     assert raised.value.code == "NoSuchKey"
+
+
+# ------------------------------------------------------------------ conditional write races
+
+
+async def test_losing_a_conditional_write_race_is_a_conflict(local: LocalObjectStore) -> None:
+    """If-None-Match: * held when the upload began; another write of the key landed
+    before it committed: 409 ConditionalRequestConflict, and the winner stays."""
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"loser"
+        await local.put_object("bucket", "k", body(b"winner"))
+
+    with pytest.raises(S3Error) as raised:
+        await local.put_object(
+            "bucket", "k", slow_body(), condition=WriteCondition(if_none_match="*")
+        )
+    assert (raised.value.code, raised.value.status) == ("ConditionalRequestConflict", 409)
+    assert await read(local, "k") == b"winner"
+
+
+# ------------------------------------------------------------------ SSE-S3 at rest
+
+
+async def test_sse_s3_body_is_not_stored_in_the_clear(local: LocalObjectStore) -> None:
+    secret = b"the secret payload " * 100
+    await local.put_object("bucket", "k", body(secret), encryption="AES256")
+    stored = [p.read_bytes() for p in (local.root / "data").rglob("*") if p.is_file()]
+    assert len(stored) == 1 and len(stored[0]) == len(secret)
+    assert b"secret payload" not in stored[0]
+    assert await read(local, "k") == secret
+
+
+async def test_sse_s3_key_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for attempt in range(2):
+        store = LocalObjectStore(root)
+        await store.open()
+        if attempt == 0:
+            await store.create_bucket("bucket")
+        await store.put_object("bucket", f"k{attempt}", body(b"data"), encryption="AES256")
+        key_file = root / "sse-s3.key"
+        if attempt == 0:
+            first_key = key_file.read_bytes()
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        assert key_file.read_bytes() == first_key and len(first_key) == 32
+        assert await read(store, "k0") == b"data"  # readable by the reopened store too
+        await store.close()
+
+
+# ------------------------------------------------------------------ an index from before
+
+
+async def test_an_index_from_before_tags_and_sse_opens_and_keeps_its_objects(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    root = tmp_path / "root"
+    (root / "data" / "ab").mkdir(parents=True)
+    (root / "data" / "ab" / "abcd").write_bytes(b"old body")
+    db = sqlite3.connect(root / "index.db")
+    db.executescript(
+        """
+        CREATE TABLE buckets (name TEXT PRIMARY KEY, created REAL NOT NULL);
+        CREATE TABLE objects (
+            bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
+            last_modified REAL NOT NULL, content_type TEXT, metadata TEXT NOT NULL,
+            headers TEXT NOT NULL, checksums TEXT NOT NULL, file TEXT NOT NULL,
+            PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+        CREATE TABLE uploads (
+            upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,
+            initiated REAL NOT NULL, content_type TEXT, metadata TEXT NOT NULL,
+            headers TEXT NOT NULL, checksum_algorithm TEXT);
+        CREATE TABLE parts (
+            upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, size INTEGER NOT NULL,
+            etag TEXT NOT NULL, last_modified REAL NOT NULL, checksum TEXT, file TEXT NOT NULL,
+            PRIMARY KEY (upload_id, part_number)) WITHOUT ROWID;
+        INSERT INTO buckets VALUES ('bucket', 0);
+        INSERT INTO objects VALUES
+            ('bucket', 'old', 8, 'etag', 0, NULL, '{}', '{}', '{}', 'data/ab/abcd');
+        """
+    )
+    db.close()
+    store = LocalObjectStore(root)
+    await store.open()
+    try:
+        assert await read(store, "old") == b"old body"
+        assert await store.get_object_tagging("bucket", "old") == {}
+        await store.put_object("bucket", "new", body(b"x"), tags={"a": "b"})
+        assert await store.get_object_tagging("bucket", "new") == {"a": "b"}
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a file system that fills up for real."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write to ``path`` until the file system is full."""
+    with path.open("wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+async def test_deleting_works_on_a_full_disk_and_frees_space(small_disk: Path) -> None:
+    store = LocalObjectStore(small_disk / "objects")
+    await store.open()
+    try:
+        await store.create_bucket("bucket")
+        await store.put_object("bucket", "empty", body(b""))
+        for index in range(3):
+            await store.put_object("bucket", f"k{index}", body(os.urandom(100_000)))
+        fill(small_disk / "filler")  # something else filled the disk
+        with pytest.raises(S3Error) as raised:
+            await store.put_object("bucket", "more", body(os.urandom(100_000)))
+        assert (raised.value.code, raised.value.status) == ("InsufficientStorage", 507)
+        # The index has no room for its own journal now: the reserve gives a delete room
+        # to commit, even of an object that frees nothing.
+        await store.delete_object("bucket", "empty")
+        for index in range(3):
+            await store.delete_object("bucket", f"k{index}")
+        assert (await store.list_objects("bucket")).objects == []
+        await store.put_object("bucket", "after", body(os.urandom(50_000)))
+        assert await read(store, "after") is not None
+    finally:
+        await store.close()

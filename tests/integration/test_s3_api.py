@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import io
 import os
 import subprocess
@@ -15,6 +16,7 @@ import urllib.request
 import uuid
 import zlib
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus
 
 import boto3
@@ -100,8 +102,32 @@ def test_get_bucket_location_is_us_east_1(client, bucket: str) -> None:
     assert client.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None
 
 
-def test_create_existing_bucket_is_bucket_already_owned_by_you(client, bucket: str) -> None:
-    assert error_of(client.create_bucket, Bucket=bucket) == ("BucketAlreadyOwnedByYou", 409)
+def test_creating_an_owned_bucket_again_in_us_east_1_is_ok(client, bucket: str) -> None:
+    # Tools that "ensure" a bucket rely on it (S3 answers 200 in us-east-1).
+    response = client.create_bucket(Bucket=bucket)
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_creating_an_owned_bucket_again_elsewhere_is_bucket_already_owned_by_you(
+    server_factory, tmp_path: Path
+) -> None:
+    config = tmp_path / "eu.yaml"
+    config.write_text("region: eu-west-1\n")
+    other = server_factory("--config", str(config))
+    client = boto3.client(
+        "s3",
+        endpoint_url=other.url,
+        region_name="eu-west-1",
+        aws_access_key_id=other.credentials[0],
+        aws_secret_access_key=other.credentials[1],
+        config=Config(retries={"max_attempts": 1}),
+    )
+    location = {"LocationConstraint": "eu-west-1"}
+    client.create_bucket(Bucket="mine", CreateBucketConfiguration=location)
+    assert error_of(client.create_bucket, Bucket="mine", CreateBucketConfiguration=location) == (
+        "BucketAlreadyOwnedByYou",
+        409,
+    )
 
 
 def test_invalid_bucket_name_is_refused(server: ServerProcess) -> None:
@@ -659,3 +685,664 @@ def test_awscli_mb_ls_rb(server: ServerProcess) -> None:
     assert aws("mb", "s3://Not_Valid").returncode != 0
     assert aws("rb", f"s3://{name}").returncode == 0
     assert name not in aws("ls").stdout
+
+
+# ------------------------------------------------------------------ multipart: checksums, parts
+
+
+def multipart(
+    client, bucket: str, key: str, algorithm: str | None = None, **create
+) -> tuple[str, list[dict], bytes]:
+    """A two-part upload (5 MiB + a tail), parts listed as boto3 returns them."""
+    if algorithm:
+        create["ChecksumAlgorithm"] = algorithm
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
+    data = [os.urandom(5 * MIB), b"tail of the object"]
+    parts = []
+    for number, chunk in enumerate(data, 1):
+        extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+        response = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, **extra
+        )
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if algorithm:
+            part[f"Checksum{algorithm}"] = response[f"Checksum{algorithm}"]
+        parts.append(part)
+    return upload_id, parts, b"".join(data)
+
+
+def composite_checksum(algorithm: str, parts: list[dict]) -> str:
+    from sagequeue.stores.objects import new_checksum
+
+    combined = new_checksum(algorithm)
+    for part in parts:
+        combined.update(base64.b64decode(part[f"Checksum{algorithm}"]))
+    return f"{combined.b64()}-{len(parts)}"
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])
+def test_complete_with_the_composite_checksum_of_the_object(
+    client, bucket: str, algorithm: str
+) -> None:
+    upload_id, parts, _ = multipart(client, bucket, "k", algorithm)
+    expected = composite_checksum(algorithm, parts)
+    done = client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+        **{f"Checksum{algorithm}": expected},
+    )
+    assert done[f"Checksum{algorithm}"] == expected
+    assert done["ChecksumType"] == "COMPOSITE"
+    head = client.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == expected
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_full_object_checksum_is_the_crc_of_the_whole_object(
+    client, bucket: str, algorithm: str
+) -> None:
+    from sagequeue.stores.objects import new_checksum
+
+    upload_id, parts, data = multipart(client, bucket, "k", algorithm, ChecksumType="FULL_OBJECT")
+    whole = new_checksum(algorithm)
+    whole.update(data)
+    done = client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+        ChecksumType="FULL_OBJECT",
+        **{f"Checksum{algorithm}": whole.b64()},
+    )
+    assert (done[f"Checksum{algorithm}"], done["ChecksumType"]) == (whole.b64(), "FULL_OBJECT")
+
+
+def test_wrong_whole_object_checksum_is_bad_digest(client, bucket: str) -> None:
+    upload_id, parts, _ = multipart(client, bucket, "k", "CRC32")
+    assert error_of(
+        client.complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+        ChecksumCRC32="AAAAAA==-2",
+    ) == ("BadDigest", 400)
+
+
+def test_repeating_a_successful_completion_answers_the_same_result(client, bucket: str) -> None:
+    upload_id, parts, _ = multipart(client, bucket, "k")
+    complete = {"Bucket": bucket, "Key": "k", "UploadId": upload_id}
+    first = client.complete_multipart_upload(**complete, MultipartUpload={"Parts": parts})
+    again = client.complete_multipart_upload(**complete, MultipartUpload={"Parts": parts})
+    assert again["ETag"] == first["ETag"]
+
+
+def test_a_part_number_listed_twice_is_accepted(client, bucket: str) -> None:
+    upload_id, parts, data = multipart(client, bucket, "k")
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [parts[0], parts[0], parts[1]]},
+    )
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == data
+
+
+def test_get_and_head_with_part_number_return_that_part(client, bucket: str) -> None:
+    upload_id, parts, data = multipart(client, bucket, "k")
+    client.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    got = client.get_object(Bucket=bucket, Key="k", PartNumber=2)
+    assert got["Body"].read() == data[5 * MIB :]
+    assert got["PartsCount"] == 2
+    assert got["ContentRange"] == f"bytes {5 * MIB}-{len(data) - 1}/{len(data)}"
+    head = client.head_object(Bucket=bucket, Key="k", PartNumber=1)
+    assert (head["ContentLength"], head["PartsCount"]) == (5 * MIB, 2)
+    assert error_of(client.get_object, Bucket=bucket, Key="k", PartNumber=3) == (
+        "InvalidPart",
+        400,
+    )
+
+
+def test_object_attributes_list_parts_checksum_and_size(client, bucket: str) -> None:
+    upload_id, parts, data = multipart(client, bucket, "k", "SHA256")
+    client.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    attributes = client.get_object_attributes(
+        Bucket=bucket,
+        Key="k",
+        ObjectAttributes=["ETag", "Checksum", "ObjectParts", "ObjectSize", "StorageClass"],
+    )
+    assert attributes["ObjectSize"] == len(data)
+    assert attributes["StorageClass"] == "STANDARD"
+    assert attributes["ETag"].endswith("-2") and '"' not in attributes["ETag"]
+    assert attributes["Checksum"]["ChecksumType"] == "COMPOSITE"
+    object_parts = attributes["ObjectParts"]
+    assert object_parts["TotalPartsCount"] == 2
+    assert [(p["PartNumber"], p["Size"]) for p in object_parts["Parts"]] == [
+        (1, 5 * MIB),
+        (2, len(data) - 5 * MIB),
+    ]
+    assert object_parts["Parts"][0]["ChecksumSHA256"] == parts[0]["ChecksumSHA256"]
+
+
+def test_upload_part_copy_copies_a_range_of_another_object(client, bucket: str) -> None:
+    source = os.urandom(6 * MIB)
+    client.put_object(Bucket=bucket, Key="source", Body=source)
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key="copy")["UploadId"]
+    copied = []
+    for number, (first, last) in enumerate([(0, 5 * MIB - 1), (5 * MIB, 6 * MIB - 1)], 1):
+        result = client.upload_part_copy(
+            Bucket=bucket,
+            Key="copy",
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": bucket, "Key": "source"},
+            CopySourceRange=f"bytes={first}-{last}",
+        )
+        etag = result["CopyPartResult"]["ETag"]
+        assert etag == f'"{hashlib.md5(source[first : last + 1]).hexdigest()}"'
+        copied.append({"PartNumber": number, "ETag": etag})
+    client.complete_multipart_upload(
+        Bucket=bucket, Key="copy", UploadId=upload_id, MultipartUpload={"Parts": copied}
+    )
+    assert client.get_object(Bucket=bucket, Key="copy")["Body"].read() == source
+
+
+def test_awscli_copies_a_large_object_between_buckets(
+    server: ServerProcess, client, bucket: str, tmp_path: Path
+) -> None:
+    # Over the CLI's multipart threshold a bucket-to-bucket copy is UploadPartCopy.
+    other = f"t-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=other)
+    data = os.urandom(9 * MIB)
+    client.put_object(Bucket=bucket, Key="big", Body=data)
+    result = subprocess.run(
+        [
+            str(AWS),
+            "--endpoint-url",
+            server.url,
+            "s3",
+            "cp",
+            f"s3://{bucket}/big",
+            f"s3://{other}/big",
+        ],
+        env=server.aws_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    head = client.head_object(Bucket=other, Key="big")
+    assert head["ETag"].endswith('-2"'), "the CLI did not copy in parts"
+    assert client.get_object(Bucket=other, Key="big")["Body"].read() == data
+
+
+# ------------------------------------------------------------------ listings
+
+
+def test_max_keys_zero_lists_nothing_and_is_not_truncated(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    for listing in (client.list_objects, client.list_objects_v2):
+        response = listing(Bucket=bucket, MaxKeys=0)
+        assert response["IsTruncated"] is False
+        assert "Contents" not in response
+
+
+def test_list_objects_v1_prefix_comes_back_as_given(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="a b/c+d", Body=b"x")
+    response = client.list_objects(Bucket=bucket, Prefix="a b/", Delimiter="/")
+    assert response["Prefix"] == "a b/"
+    assert [o["Key"] for o in response["Contents"]] == ["a b/c+d"]
+
+
+def test_empty_continuation_token_is_echoed(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    response = client.list_objects_v2(Bucket=bucket, ContinuationToken="")
+    assert response["ContinuationToken"] == ""
+    assert [o["Key"] for o in response["Contents"]] == ["k"]
+
+
+def test_list_buckets_paginates_with_max_buckets(client) -> None:
+    prefix = f"pg-{uuid.uuid4().hex[:8]}-"
+    names = [f"{prefix}{i}" for i in range(3)]
+    for name in names:
+        client.create_bucket(Bucket=name)
+    seen: list[str] = []
+    pages = 0
+    params: dict = {"MaxBuckets": 2, "Prefix": prefix}
+    while True:
+        response = client.list_buckets(**params)
+        pages += 1
+        seen += [b["Name"] for b in response["Buckets"]]
+        if "ContinuationToken" not in response:
+            break
+        params["ContinuationToken"] = response["ContinuationToken"]
+    assert (seen, pages) == (names, 2)
+    paginated = client.get_paginator("list_buckets").paginate(
+        Prefix=prefix, PaginationConfig={"PageSize": 1}
+    )
+    assert [b["Name"] for page in paginated for b in page["Buckets"]] == names
+
+
+def test_list_object_versions_of_an_unversioned_bucket(client, bucket: str) -> None:
+    for key in ("a", "b"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    response = client.list_object_versions(Bucket=bucket, MaxKeys=1)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in response["Versions"]] == [
+        ("a", "null", True)
+    ]
+    assert response["IsTruncated"] is True
+    rest = client.list_object_versions(
+        Bucket=bucket,
+        KeyMarker=response["NextKeyMarker"],
+        VersionIdMarker=response["NextVersionIdMarker"],
+    )
+    assert [v["Key"] for v in rest["Versions"]] == ["b"]
+    client.delete_object(Bucket=bucket, Key="a", VersionId="null")
+    assert error_of(client.head_object, Bucket=bucket, Key="a") == ("404", 404)
+
+
+def test_bucket_versioning_was_never_enabled_and_cannot_be(client, bucket: str) -> None:
+    response = client.get_bucket_versioning(Bucket=bucket)
+    assert "Status" not in response
+    assert error_of(
+        client.put_bucket_versioning,
+        Bucket=bucket,
+        VersioningConfiguration={"Status": "Enabled"},
+    ) == ("NotImplemented", 501)
+
+
+# ------------------------------------------------------------------ stored headers
+
+
+def test_content_encoding_comes_back_exactly_as_sent(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", ContentEncoding="deflate, gzip")
+    assert client.head_object(Bucket=bucket, Key="k")["ContentEncoding"] == "deflate, gzip"
+
+
+def test_aws_chunked_named_on_a_plain_body_is_dropped_from_content_encoding(
+    client, bucket: str
+) -> None:
+    for sent, kept in (("gzip, aws-chunked", "gzip"), ("aws-chunked, gzip", "gzip")):
+        client.put_object(Bucket=bucket, Key="k", Body=b"", ContentEncoding=sent)
+        assert client.head_object(Bucket=bucket, Key="k")["ContentEncoding"] == kept
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", ContentEncoding="aws-chunked")
+    assert "ContentEncoding" not in client.head_object(Bucket=bucket, Key="k")
+
+
+def test_non_ascii_metadata_comes_back_rfc2047_encoded_once(
+    server: ServerProcess, client, bucket: str
+) -> None:
+    encoded = "=?UTF-8?B?" + base64.b64encode("café ☕".encode()).decode() + "?="
+    # Sent RFC 2047-encoded (as mail-safe clients do) ...
+    client.put_object(Bucket=bucket, Key="a", Body=b"x", Metadata={"name": encoded})
+    assert client.head_object(Bucket=bucket, Key="a")["Metadata"]["name"] == encoded
+    # ... or as raw UTF-8: S3 stores the text and answers it RFC 2047-encoded.
+    access, secret = server.credentials
+    request = AWSRequest(
+        method="PUT",
+        url=f"{server.url}/{bucket}/b",
+        data=b"x",
+        headers={"x-amz-meta-name": "café ☕", "x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+    )
+    SigV4Auth(Credentials(access, secret), "s3", REGION).add_auth(request)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.putrequest("PUT", f"/{bucket}/b")
+    for name, value in request.headers.items():
+        connection.putheader(name, value.encode("utf-8"))
+    connection.putheader("Content-Length", "1")
+    connection.endheaders(b"x")
+    assert connection.getresponse().status == 200
+    connection.close()
+    assert client.head_object(Bucket=bucket, Key="b")["Metadata"]["name"] == encoded
+
+
+# ------------------------------------------------------------------ conditional writes
+
+
+def test_if_none_match_star_does_not_overwrite(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"first", IfNoneMatch="*")
+    assert error_of(client.put_object, Bucket=bucket, Key="k", Body=b"2", IfNoneMatch="*") == (
+        "PreconditionFailed",
+        412,
+    )
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
+
+
+def test_if_match_on_put_replaces_only_that_version(client, bucket: str) -> None:
+    etag = client.put_object(Bucket=bucket, Key="k", Body=b"v1")["ETag"]
+    assert error_of(
+        client.put_object, Bucket=bucket, Key="k", Body=b"x", IfMatch='"' + "0" * 32 + '"'
+    ) == ("PreconditionFailed", 412)
+    client.put_object(Bucket=bucket, Key="k", Body=b"v2", IfMatch=etag)
+    assert error_of(client.put_object, Bucket=bucket, Key="new", Body=b"x", IfMatch=etag) == (
+        "NoSuchKey",
+        404,
+    )
+
+
+def test_complete_with_if_none_match_does_not_overwrite(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"there")
+    upload_id, parts, _ = multipart(client, bucket, "k")
+    assert error_of(
+        client.complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+        IfNoneMatch="*",
+    ) == ("PreconditionFailed", 412)
+
+
+def test_delete_with_if_match_deletes_only_that_version(client, bucket: str) -> None:
+    etag = client.put_object(Bucket=bucket, Key="k", Body=b"v1")["ETag"]
+    assert error_of(client.delete_object, Bucket=bucket, Key="k", IfMatch='"' + "0" * 32 + '"') == (
+        "PreconditionFailed",
+        412,
+    )
+    client.delete_object(Bucket=bucket, Key="k", IfMatch=etag)
+    assert error_of(client.head_object, Bucket=bucket, Key="k") == ("404", 404)
+
+
+# ------------------------------------------------------------------ encryption
+
+
+def test_sse_s3_is_stored_encrypted_and_reported(
+    server: ServerProcess, client, bucket: str
+) -> None:
+    secret = b"plain text that must not be on disk " * 50
+    put = client.put_object(Bucket=bucket, Key="k", Body=secret, ServerSideEncryption="AES256")
+    assert put["ServerSideEncryption"] == "AES256"
+    assert client.head_object(Bucket=bucket, Key="k")["ServerSideEncryption"] == "AES256"
+    got = client.get_object(Bucket=bucket, Key="k")
+    assert (got["Body"].read(), got["ServerSideEncryption"]) == (secret, "AES256")
+    files = [p for p in (server.data_dir / "objects" / "data").rglob("*") if p.is_file()]
+    assert not any(b"must not be on disk" in p.read_bytes() for p in files)
+
+
+def test_sse_c_and_sse_kms_are_not_implemented(client, bucket: str) -> None:
+    key = os.urandom(32)
+    assert error_of(
+        client.put_object,
+        Bucket=bucket,
+        Key="k",
+        Body=b"x",
+        SSECustomerAlgorithm="AES256",
+        SSECustomerKey=key,
+    ) == ("NotImplemented", 501)
+    assert error_of(
+        client.put_object, Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="aws:kms"
+    ) == ("NotImplemented", 501)
+    client.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    assert error_of(
+        client.get_object,
+        Bucket=bucket,
+        Key="plain",
+        SSECustomerAlgorithm="AES256",
+        SSECustomerKey=key,
+    ) == ("NotImplemented", 501)
+
+
+# ------------------------------------------------------------------ what is refused
+
+
+def test_object_lock_retention_and_legal_hold_are_not_implemented(client, bucket: str) -> None:
+    import datetime
+
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    refused = [
+        error_of(
+            client.put_object,
+            Bucket=bucket,
+            Key="locked",
+            Body=b"x",
+            ObjectLockMode="GOVERNANCE",
+            ObjectLockRetainUntilDate=until,
+        ),
+        error_of(client.get_object_lock_configuration, Bucket=bucket),
+        error_of(client.put_object_legal_hold, Bucket=bucket, Key="k", LegalHold={"Status": "ON"}),
+        error_of(
+            client.put_object_retention,
+            Bucket=bucket,
+            Key="k",
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until},
+        ),
+        error_of(
+            client.create_bucket,
+            Bucket=f"lock-{uuid.uuid4().hex[:8]}",
+            ObjectLockEnabledForBucket=True,
+        ),
+    ]
+    assert refused == [("NotImplemented", 501)] * 5
+
+
+def test_acls_other_than_private_are_not_implemented(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="private")
+    assert error_of(client.put_object, Bucket=bucket, Key="k", Body=b"x", ACL="public-read") == (
+        "NotImplemented",
+        501,
+    )
+    assert error_of(
+        client.put_object, Bucket=bucket, Key="k", Body=b"x", GrantRead="uri=everyone"
+    ) == ("NotImplemented", 501)
+    grants = client.get_object_acl(Bucket=bucket, Key="k")["Grants"]
+    assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
+    client.put_bucket_acl(Bucket=bucket, ACL="private")
+    assert error_of(client.put_bucket_acl, Bucket=bucket, ACL="public-read") == (
+        "NotImplemented",
+        501,
+    )
+
+
+def test_headers_that_change_an_object_are_refused_not_ignored(client, bucket: str) -> None:
+    assert error_of(
+        client.put_object, Bucket=bucket, Key="k", Body=b"x", StorageClass="GLACIER"
+    ) == ("NotImplemented", 501)
+    assert error_of(
+        client.put_object, Bucket=bucket, Key="k", Body=b"x", WebsiteRedirectLocation="/other"
+    ) == ("NotImplemented", 501)
+    assert error_of(client.head_object, Bucket=bucket, Key="k") == ("404", 404)
+
+
+def test_browser_post_upload_is_not_implemented(server: ServerProcess, bucket: str) -> None:
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="key"\r\n\r\nk\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\ndata\r\n'
+        b"--x--\r\n"
+    )
+    request = urllib.request.Request(
+        f"{server.url}/{bucket}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request)
+    assert caught.value.code == 501
+    assert b"<Code>NotImplemented</Code>" in caught.value.read()
+
+
+# ------------------------------------------------------------------ tagging
+
+
+def test_object_tagging_life_cycle(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="team=a&stage=raw%20data")
+    tags = client.get_object_tagging(Bucket=bucket, Key="k")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"team": "a", "stage": "raw data"}
+    assert client.get_object(Bucket=bucket, Key="k")["TagCount"] == 2
+    client.put_object_tagging(
+        Bucket=bucket, Key="k", Tagging={"TagSet": [{"Key": "new", "Value": "1"}]}
+    )
+    assert client.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "new", "Value": "1"}
+    ]
+    client.delete_object_tagging(Bucket=bucket, Key="k")
+    assert client.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
+
+
+def test_invalid_tags_are_invalid_tag(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    eleven = [{"Key": f"k{i}", "Value": "v"} for i in range(11)]
+    assert error_of(
+        client.put_object_tagging, Bucket=bucket, Key="k", Tagging={"TagSet": eleven}
+    ) == ("InvalidTag", 400)
+    assert error_of(client.put_object, Bucket=bucket, Key="k", Body=b"x", Tagging="a=1&a=2") == (
+        "InvalidTag",
+        400,
+    )
+
+
+def test_copy_and_multipart_carry_tags(client, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="src", Body=b"x", Tagging="a=1")
+    client.copy_object(Bucket=bucket, Key="kept", CopySource=f"{bucket}/src")
+    client.copy_object(
+        Bucket=bucket,
+        Key="replaced",
+        CopySource=f"{bucket}/src",
+        TaggingDirective="REPLACE",
+        Tagging="b=2",
+    )
+    upload_id, parts, _ = multipart(client, bucket, "mpu", Tagging="c=3")
+    client.complete_multipart_upload(
+        Bucket=bucket, Key="mpu", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    tags = {
+        key: client.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+        for key in ("kept", "replaced", "mpu")
+    }
+    assert tags == {
+        "kept": [{"Key": "a", "Value": "1"}],
+        "replaced": [{"Key": "b", "Value": "2"}],
+        "mpu": [{"Key": "c", "Value": "3"}],
+    }
+
+
+# ------------------------------------------------------------------ CORS
+
+
+CORS_RULES = {
+    "CORSRules": [
+        {
+            "AllowedOrigins": ["https://app.example.com"],
+            "AllowedMethods": ["GET", "PUT"],
+            "AllowedHeaders": ["content-type", "x-amz-*"],
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": 600,
+        }
+    ]
+}
+
+
+def preflight(server: ServerProcess, path: str, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+    """An unsigned OPTIONS request, as a browser sends it: (status, headers, body)."""
+    request = urllib.request.Request(server.url + path, method="OPTIONS", headers=headers)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_bucket_cors_round_trips(client, bucket: str) -> None:
+    assert error_of(client.get_bucket_cors, Bucket=bucket) == ("NoSuchCORSConfiguration", 404)
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration=CORS_RULES)
+    assert client.get_bucket_cors(Bucket=bucket)["CORSRules"] == CORS_RULES["CORSRules"]
+    client.delete_bucket_cors(Bucket=bucket)
+    assert error_of(client.get_bucket_cors, Bucket=bucket) == ("NoSuchCORSConfiguration", 404)
+
+
+def test_cors_preflight_is_answered_from_the_rules(
+    server: ServerProcess, client, bucket: str
+) -> None:
+    asking = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "Content-Type, X-Amz-Date",
+    }
+    status, _, body = preflight(server, f"/{bucket}/k", asking)
+    assert status == 403 and b"CORS is not enabled for this bucket" in body
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration=CORS_RULES)
+    status, headers, _ = preflight(server, f"/{bucket}/k", asking)
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert headers["Access-Control-Allow-Methods"] == "GET, PUT"
+    assert headers["Access-Control-Allow-Headers"] == "content-type, x-amz-date"
+    assert headers["Access-Control-Max-Age"] == "600"
+    for refused in (
+        {**asking, "Origin": "https://evil.example.com"},
+        {**asking, "Access-Control-Request-Method": "DELETE"},
+        {**asking, "Access-Control-Request-Headers": "authorization-extra"},
+    ):
+        status, _, body = preflight(server, f"/{bucket}/k", refused)
+        assert status == 403 and b"<Code>AccessForbidden</Code>" in body
+
+
+def test_presigned_get_from_an_allowed_origin_gets_cors_headers(
+    signer, client, bucket: str
+) -> None:
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration=CORS_RULES)
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+    request = urllib.request.Request(url, headers={"Origin": "https://app.example.com"})
+    with urllib.request.urlopen(request) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert response.headers["Access-Control-Expose-Headers"] == "ETag"
+
+
+# ------------------------------------------------------------------ response header injection
+
+
+@pytest.mark.parametrize(
+    "value", ["text/plain\r\nX-Injected: 1", "text/plain\nx", "a\x00b", "a\x7f"]
+)
+def test_response_override_with_control_characters_is_invalid_argument(
+    signer, client, bucket: str, value: str
+) -> None:
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "k", "ResponseContentType": value}
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url)
+    assert caught.value.code == 400
+    assert b"<Code>InvalidArgument</Code>" in caught.value.read()
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+def test_delete_object_frees_space_on_a_full_disk(server_factory, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        server = server_factory("--object-store", f"file://{disk / 'objects'}")
+        client = server.client("s3")
+        client.create_bucket(Bucket="full")
+        client.put_object(Bucket="full", Key="k", Body=os.urandom(200_000))
+        # Something else fills the disk up.
+        with (disk / "filler").open("wb", buffering=0) as filler, pytest.raises(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+        assert error_of(client.put_object, Bucket="full", Key="more", Body=b"x" * 100_000) == (
+            "InsufficientStorage",
+            507,
+        )
+        response = client.delete_object(Bucket="full", Key="k")
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+        client.put_object(Bucket="full", Key="after", Body=os.urandom(100_000))
+        server.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -46,6 +46,12 @@ class JsonApiHandler(ApiHandler, Protocol):
     def body_too_large(self) -> ServiceError: ...
 
 
+class S3Handler(ApiHandler, Protocol):
+    async def preflight(self, request: Request) -> Response: ...
+
+    async def browser_post(self, request: Request) -> Response: ...
+
+
 OpsHandler = Callable[[Request], Awaitable[Response]]
 LifespanHook = Callable[[], Awaitable[None]]
 
@@ -57,7 +63,7 @@ class FrontDoor:
         *,
         runtime: JsonApiHandler,
         control: JsonApiHandler,
-        s3: ApiHandler,
+        s3: S3Handler,
         json_services: dict[str, JsonApiHandler] | None = None,
         policies: dict[str, KeyPolicy] | None = None,
         ops: dict[str, OpsHandler] | None = None,
@@ -128,10 +134,19 @@ class FrontDoor:
         headers = request.headers
         protocol = _guess_protocol(request)
         try:
+            if method == "OPTIONS" and "authorization" not in headers:
+                # A browser's CORS preflight is never signed (its URL may be a presigned
+                # one): the S3 API answers it from the bucket's CORS rules.
+                return await self.s3.preflight(request)
             if "authorization" not in headers and "X-Amz-" not in request.query_string:
                 ops = self.ops.get(request.path)
                 if ops is not None:
                     return await ops(request)
+                if method == "POST" and headers.get("content-type", "").startswith(
+                    "multipart/form-data"
+                ):
+                    # An HTML form upload (unsigned): refused as not implemented.
+                    return await self.s3.browser_post(request)
             if "AWSAccessKeyId=" in request.query_string:
                 # S3 presigned URL in the legacy SigV2 form (boto3's default for S3).
                 from sagequeue.frontdoor.s3 import is_presigned_v2, verify_presigned_v2

@@ -238,7 +238,13 @@ def upload_body(
 
     content_sha256 = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
     encoding = [e.strip() for e in headers.get("content-encoding", "").split(",") if e.strip()]
-    chunked = "aws-chunked" in encoding or content_sha256.startswith("STREAMING-")
+    # A body is aws-chunked when the payload hash says so, or when Content-Encoding
+    # says so together with the decoded length aws-chunked requires; "aws-chunked" in
+    # Content-Encoding alone (a client's stored header) does not make a plain body
+    # chunked.
+    chunked = content_sha256.startswith("STREAMING-") or (
+        "aws-chunked" in encoding and "x-amz-decoded-content-length" in headers
+    )
     declared: int | None = None
     length_header = (
         headers.get("x-amz-decoded-content-length") if chunked else headers.get("content-length")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
+from urllib.parse import urlencode
 
 import boto3
 from botocore.config import Config
@@ -20,18 +22,31 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sagequeue.domain.errors import S3Error
 from sagequeue.ports import ObjectInfo
 from sagequeue.stores.objects import (
+    CHECKSUM_ALGORITHMS,
     MAX_SINGLE_PUT,
     READ_CHUNK,
     BucketInfo,
+    CompletedPart,
+    CorsRule,
     ListPage,
     PartInfo,
     UploadInfo,
+    WriteCondition,
     check_bucket_name,
+    check_completion_checksum,
+    check_encryption,
     check_key,
+    checksum_type_for,
+    combined_checksum,
+    completed_before,
+    new_checksum,
     no_such_bucket,
+    no_such_cors,
     no_such_key,
+    object_size_mismatch,
     spool_body,
     validate_part_list,
+    validate_tags,
 )
 
 T = TypeVar("T")
@@ -156,8 +171,15 @@ class S3ObjectStore:
         metadata: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         checksum_algorithm: str | None = None,
+        tags: dict[str, str] | None = None,
+        encryption: str | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         check_key(key)
+        tags = validate_tags(list((tags or {}).items()))
+        check_encryption(encryption)
+        if condition:  # fail before spooling a body that could only be thrown away
+            condition.check(key, await self._current_etag(bucket, key))
         spool, size, md5, checksum = await self._spool(body, checksum_algorithm)
         params: dict[str, Any] = {
             "Bucket": bucket,
@@ -169,6 +191,7 @@ class S3ObjectStore:
         }
         if content_type:
             params["ContentType"] = content_type
+        params.update(_write_params(tags, encryption, condition))
         checksums: dict[str, str] = {}
         if checksum_algorithm and checksum:
             algorithm = checksum_algorithm.upper()
@@ -180,8 +203,6 @@ class S3ObjectStore:
             response = await self._call("put_object", **params)
         finally:
             spool.close()
-        import time
-
         return ObjectInfo(
             bucket=bucket,
             key=key,
@@ -192,7 +213,17 @@ class S3ObjectStore:
             metadata=dict(metadata or {}),
             headers=dict(headers or {}),
             checksums=checksums,
+            encryption=response.get("ServerSideEncryption"),
+            tag_count=len(tags),
         )
+
+    async def _current_etag(self, bucket: str, key: str) -> str | None:
+        try:
+            return (await self.head_object(bucket, key)).etag
+        except S3Error as exc:
+            if exc.code != "NoSuchKey":
+                raise
+            return None
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo:
         response = await self._call("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
@@ -218,8 +249,15 @@ class S3ObjectStore:
         finally:
             body.close()
 
-    async def delete_object(self, bucket: str, key: str) -> None:
-        await self._call("delete_object", Bucket=bucket, Key=key)
+    async def delete_object(
+        self, bucket: str, key: str, condition: WriteCondition | None = None
+    ) -> None:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if condition and condition.if_match is not None:
+            params["IfMatch"] = condition.if_match
+            if await self._current_etag(bucket, key) is None:
+                raise no_such_key(key)  # S3's answer; some services delete silently
+        await self._call("delete_object", **params)
 
     async def delete_objects(self, bucket: str, keys: list[str]) -> list[str]:
         deleted: list[str] = []
@@ -251,8 +289,12 @@ class S3ObjectStore:
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        encryption: str | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         check_key(key)
+        check_encryption(encryption)
         params: dict[str, Any] = {
             "Bucket": bucket,
             "Key": key,
@@ -264,8 +306,81 @@ class S3ObjectStore:
             params.update(_header_params(headers))
             if content_type:
                 params["ContentType"] = content_type
+        if tags is not None:
+            params["TaggingDirective"] = "REPLACE"
+        params.update(_write_params(validate_tags(list((tags or {}).items())), encryption, None))
+        if condition:
+            condition.check(key, await self._current_etag(bucket, key))
         await self._call("copy_object", **params)
         return await self.head_object(bucket, key)
+
+    async def object_parts(self, bucket: str, key: str) -> list[PartInfo] | None:
+        # HeadObject with partNumber gives each part's size (and the parts count).
+        first = await self._call("head_object", Bucket=bucket, Key=key, PartNumber=1)
+        count = first.get("PartsCount")
+        if not count:
+            return None
+        info = _info(bucket, key, first)
+        parts = [PartInfo(1, first["ContentLength"], "", info.last_modified)]
+        for number in range(2, count + 1):
+            response = await self._call("head_object", Bucket=bucket, Key=key, PartNumber=number)
+            parts.append(PartInfo(number, response["ContentLength"], "", info.last_modified))
+        return parts
+
+    # ---------------------------------------------------------------- tagging
+    async def get_object_tagging(self, bucket: str, key: str) -> dict[str, str]:
+        response = await self._call("get_object_tagging", Bucket=bucket, Key=key)
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+    async def put_object_tagging(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        tag_set = [{"Key": k, "Value": v} for k, v in validate_tags(list(tags.items())).items()]
+        await self._call("put_object_tagging", Bucket=bucket, Key=key, Tagging={"TagSet": tag_set})
+
+    async def delete_object_tagging(self, bucket: str, key: str) -> None:
+        await self._call("delete_object_tagging", Bucket=bucket, Key=key)
+
+    # ---------------------------------------------------------------- bucket CORS
+    async def get_bucket_cors(self, bucket: str) -> list[CorsRule]:
+        try:
+            response = await self._call("get_bucket_cors", Bucket=bucket)
+        except S3Error as exc:
+            if exc.code == "NoSuchCORSConfiguration":
+                raise no_such_cors(bucket) from None
+            raise
+        return [
+            CorsRule(
+                allowed_methods=list(rule.get("AllowedMethods", [])),
+                allowed_origins=list(rule.get("AllowedOrigins", [])),
+                allowed_headers=list(rule.get("AllowedHeaders", [])),
+                expose_headers=list(rule.get("ExposeHeaders", [])),
+                max_age_seconds=rule.get("MaxAgeSeconds"),
+                id=rule.get("ID"),
+            )
+            for rule in response.get("CORSRules", [])
+        ]
+
+    async def put_bucket_cors(self, bucket: str, rules: list[CorsRule]) -> None:
+        cors_rules = []
+        for rule in rules:
+            item: dict[str, Any] = {
+                "AllowedMethods": rule.allowed_methods,
+                "AllowedOrigins": rule.allowed_origins,
+            }
+            if rule.allowed_headers:
+                item["AllowedHeaders"] = rule.allowed_headers
+            if rule.expose_headers:
+                item["ExposeHeaders"] = rule.expose_headers
+            if rule.max_age_seconds is not None:
+                item["MaxAgeSeconds"] = rule.max_age_seconds
+            if rule.id is not None:
+                item["ID"] = rule.id
+            cors_rules.append(item)
+        await self._call(
+            "put_bucket_cors", Bucket=bucket, CORSConfiguration={"CORSRules": cors_rules}
+        )
+
+    async def delete_bucket_cors(self, bucket: str) -> None:
+        await self._call("delete_bucket_cors", Bucket=bucket)
 
     async def list_objects(
         self,
@@ -311,19 +426,30 @@ class S3ObjectStore:
         metadata: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         checksum_algorithm: str | None = None,
+        checksum_type: str | None = None,
+        tags: dict[str, str] | None = None,
+        encryption: str | None = None,
     ) -> UploadInfo:
         check_key(key)
+        algorithm = checksum_algorithm.upper() if checksum_algorithm else None
+        if algorithm:
+            new_checksum(algorithm)  # validates the name
+        kind = checksum_type_for(algorithm, checksum_type)
+        check_encryption(encryption)
+        tags = validate_tags(list((tags or {}).items()))
         params: dict[str, Any] = {
             "Bucket": bucket,
             "Key": key,
             "Metadata": dict(metadata or {}),
             **_header_params(headers),
+            **_write_params(tags, encryption, None),
         }
         if content_type:
             params["ContentType"] = content_type
+        if algorithm:
+            params["ChecksumAlgorithm"] = algorithm
+            params["ChecksumType"] = kind
         response = await self._call("create_multipart_upload", **params)
-        import time
-
         return UploadInfo(
             bucket=bucket,
             key=key,
@@ -332,7 +458,10 @@ class S3ObjectStore:
             content_type=content_type,
             metadata=dict(metadata or {}),
             headers=dict(headers or {}),
-            checksum_algorithm=checksum_algorithm,
+            checksum_algorithm=algorithm,
+            checksum_type=kind,
+            tags=tags,
+            encryption=encryption,
         )
 
     async def upload_part(
@@ -346,50 +475,110 @@ class S3ObjectStore:
         checksum_algorithm: str | None = None,
     ) -> PartInfo:
         # NoSuchUpload before spooling a body that could only be thrown away.
-        await self._call("list_parts", Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=1)
-        spool, size, _md5, checksum = await self._spool(body, checksum_algorithm)
+        listing = await self._call(
+            "list_parts", Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=1
+        )
+        algorithm = (checksum_algorithm or listing.get("ChecksumAlgorithm") or "").upper() or None
+        spool, size, _md5, checksum = await self._spool(body, algorithm)
+        params: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": part_number,
+            "Body": spool,
+            "ContentLength": size,
+        }
+        if algorithm and checksum:
+            params[f"Checksum{algorithm}"] = checksum
         try:
-            response = await self._call(
-                "upload_part",
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=part_number,
-                Body=spool,
-                ContentLength=size,
-            )
+            response = await self._call("upload_part", **params)
         finally:
             spool.close()
-        import time
-
-        return PartInfo(part_number, size, response["ETag"].strip('"'), time.time(), checksum)
+        etag = response["ETag"].strip('"')
+        return PartInfo(part_number, size, etag, time.time(), checksum, algorithm)
 
     async def complete_multipart_upload(
-        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart | tuple[int, str]],
+        *,
+        checksum: tuple[str, str] | None = None,
+        checksum_type: str | None = None,
+        object_size: int | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
-        validate_part_list(parts)
-        await self._call(
-            "complete_multipart_upload",
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={
-                "Parts": [{"PartNumber": n, "ETag": f'"{e.strip(chr(34))}"'} for n, e in parts]
+        listed = validate_part_list(parts)
+        try:
+            stored = await self._all_parts(bucket, key, upload_id)
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+            return await completed_before(self, bucket, key, upload_id, listed)
+        sizes = {p.part_number: p.size for p in stored}
+        if object_size is not None:
+            total = sum(sizes.get(p.part_number, 0) for p in listed)
+            if total != object_size:
+                raise object_size_mismatch(object_size, total)
+        # The whole-object checksum the client sent is checked here too: a service may
+        # not (moto does not), and the answer must not depend on the backend.
+        algorithm = checksum[0] if checksum else None
+        if checksum is not None:
+            # The upload's checksum type: as named, else as the value shows it (a
+            # composite checksum ends in "-<parts>").
+            named = checksum_type
+            if named is None:
+                named = "COMPOSITE" if "-" in checksum[1] else "FULL_OBJECT"
+            kind = checksum_type_for(checksum[0], named)
+            values = [(sizes.get(p.part_number, 0), p.checksums.get(algorithm)) for p in listed]
+            if all(value for _, value in values) and kind:
+                computed = combined_checksum(
+                    algorithm, kind, [(size, value or "") for size, value in values]
+                )
+                check_completion_checksum(algorithm, {algorithm: computed}, checksum)
+        if condition:
+            condition.check(key, await self._current_etag(bucket, key))
+        params: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "MultipartUpload": {
+                "Parts": [
+                    {
+                        "PartNumber": p.part_number,
+                        "ETag": f'"{p.etag.strip(chr(34))}"',
+                        **{f"Checksum{a}": v for a, v in p.checksums.items()},
+                    }
+                    for p in listed
+                ]
             },
-        )
+            **_write_params({}, None, condition),
+        }
+        if checksum is not None:
+            params[f"Checksum{checksum[0]}"] = checksum[1]
+        if checksum_type is not None:
+            params["ChecksumType"] = checksum_type.upper()
+        await self._call("complete_multipart_upload", **params)
         return await self.head_object(bucket, key)
+
+    async def _all_parts(self, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
+        parts: list[PartInfo] = []
+        marker = 0
+        while True:
+            response = await self._call(
+                "list_parts", Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+            )
+            parts.extend(_part(p) for p in response.get("Parts", []))
+            if not response.get("IsTruncated") or not response.get("Parts"):
+                return parts
+            marker = int(response.get("NextPartNumberMarker") or parts[-1].part_number)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         await self._call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
-        response = await self._call("list_parts", Bucket=bucket, Key=key, UploadId=upload_id)
-        return [
-            PartInfo(
-                p["PartNumber"], p["Size"], p["ETag"].strip('"'), p["LastModified"].timestamp()
-            )
-            for p in response.get("Parts", [])
-        ]
+        return await self._all_parts(bucket, key, upload_id)
 
     async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
         response = await self._call("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
@@ -412,25 +601,59 @@ def _header_params(headers: dict[str, str] | None) -> dict[str, str]:
     }
 
 
+def _write_params(
+    tags: dict[str, str], encryption: str | None, condition: WriteCondition | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if tags:
+        params["Tagging"] = urlencode(tags)
+    if encryption:
+        params["ServerSideEncryption"] = encryption
+    if condition and condition.if_match is not None:
+        params["IfMatch"] = condition.if_match
+    if condition and condition.if_none_match is not None:
+        params["IfNoneMatch"] = condition.if_none_match
+    return params
+
+
+def _part(item: dict[str, Any]) -> PartInfo:
+    algorithm = next((a for a in CHECKSUM_ALGORITHMS if item.get(f"Checksum{a}")), None)
+    return PartInfo(
+        item["PartNumber"],
+        item["Size"],
+        item["ETag"].strip('"'),
+        item["LastModified"].timestamp(),
+        item.get(f"Checksum{algorithm}") if algorithm else None,
+        algorithm,
+    )
+
+
 def _info(bucket: str, key: str, response: dict[str, Any]) -> ObjectInfo:
     headers = {
         name: response[param] for name, param in _HEADER_PARAMS.items() if response.get(param)
     }
+    etag = response["ETag"].strip('"')
     checksums = {
         algorithm: response[f"Checksum{algorithm}"]
-        for algorithm in ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
+        for algorithm in CHECKSUM_ALGORITHMS
         if response.get(f"Checksum{algorithm}")
     }
+    if "-" in etag and response.get("ChecksumType") != "FULL_OBJECT":
+        # A composite checksum is "<base64>-<parts>"; some services leave the count off.
+        count = etag.rpartition("-")[2]
+        checksums = {a: v if "-" in v else f"{v}-{count}" for a, v in checksums.items()}
     return ObjectInfo(
         bucket=bucket,
         key=key,
         size=response["ContentLength"],
-        etag=response["ETag"].strip('"'),
+        etag=etag,
         last_modified=response["LastModified"].timestamp(),
         content_type=response.get("ContentType"),
         metadata=dict(response.get("Metadata") or {}),
         headers=headers,
         checksums=checksums,
+        encryption=response.get("ServerSideEncryption"),
+        tag_count=int(response.get("TagCount") or 0),
     )
 
 
