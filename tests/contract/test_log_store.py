@@ -142,6 +142,15 @@ async def test_purge_drops_streams_left_empty(store: Store) -> None:
     assert [s.stream for s in await store.list_log_streams(GROUP)] == [DATA]
 
 
+async def test_a_stream_of_empty_lines_stays_while_it_holds_events(store: Store) -> None:
+    await store.put_log_events([event("", 1, ingested=T0), event("", 2, ingested=T0 + 9)])
+    await store.purge_log_events(T0 + 5, 100)
+    (stream,) = await store.list_log_streams(GROUP)
+    assert (stream.stream, stream.stored_bytes) == (MODEL, 0)
+    await store.purge_log_events(T0 + 10, 100)
+    assert await store.list_log_streams(GROUP) == []
+
+
 async def test_purge_takes_at_most_its_limit(store: Store) -> None:
     await store.put_log_events([event(str(n), n, ingested=T0 + n) for n in range(5)])
     assert await store.purge_log_events(T0 + 100, 2) == 2

@@ -2,9 +2,10 @@
 entry of ``sqlite.MIGRATIONS``).
 
 Events go in one table (``seq`` AUTOINCREMENT: the event id, never reused); a row per
-stream keeps what DescribeLogStreams shows and the bytes each stream holds, so the
-total for the size bound is one small sum. Writes are lease-class transactions
-(``synchronous=NORMAL``): a log line lost to a power cut costs no request.
+stream keeps what DescribeLogStreams shows, and the events and bytes each stream holds
+(the total for the size bound is one small sum; a stream goes when its count is 0).
+Writes are lease-class transactions (``synchronous=NORMAL``): a log line lost to a power
+cut costs no request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ LOG_MIGRATION: Final[tuple[str, ...]] = (
         last_event_at INTEGER NOT NULL,
         last_ingestion_at INTEGER NOT NULL,
         stored_bytes INTEGER NOT NULL,
+        event_count INTEGER NOT NULL,
         PRIMARY KEY (group_name, stream_name)
     ) WITHOUT ROWID
     """,
@@ -56,13 +58,14 @@ _INSERT_EVENT: Final = """
 """
 _UPSERT_STREAM: Final = """
     INSERT INTO log_streams (group_name, stream_name, created_at, first_event_at,
-        last_event_at, last_ingestion_at, stored_bytes)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+        last_event_at, last_ingestion_at, stored_bytes, event_count)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (group_name, stream_name) DO UPDATE SET
         first_event_at = min(first_event_at, excluded.first_event_at),
         last_event_at = max(last_event_at, excluded.last_event_at),
         last_ingestion_at = max(last_ingestion_at, excluded.last_ingestion_at),
-        stored_bytes = stored_bytes + excluded.stored_bytes
+        stored_bytes = stored_bytes + excluded.stored_bytes,
+        event_count = event_count + excluded.event_count
 """
 _STREAM_COLUMNS: Final = (
     "group_name, stream_name, created_at, first_event_at, last_event_at, "
@@ -111,12 +114,14 @@ class SqliteLogs:
                     event.timestamp,
                     event.ingestion_time,
                     size,
+                    1,
                 ]
             else:
                 seen[1] = min(seen[1], event.timestamp)
                 seen[2] = max(seen[2], event.timestamp)
                 seen[3] = max(seen[3], event.ingestion_time)
                 seen[4] += size
+                seen[5] += 1
         stream_rows = [(*key, *values) for key, values in streams.items()]
 
         def put(conn: sqlite3.Connection) -> int:
@@ -228,21 +233,18 @@ class SqliteLogs:
 
 
 def _forget(conn: sqlite3.Connection, gone: list[tuple[str, str, int]]) -> None:
-    """Take deleted events off their streams' sizes; drop the streams left empty."""
-    freed: dict[tuple[str, str], int] = defaultdict(int)
+    """Take deleted events off their streams' counts; drop the streams left empty."""
+    freed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for group, stream, size in gone:
-        freed[(group, stream)] += size
-    for (group, stream), size in freed.items():
+        freed[(group, stream)][0] += size
+        freed[(group, stream)][1] += 1
+    for (group, stream), (size, count) in sorted(freed.items()):
         conn.execute(
-            "UPDATE log_streams SET stored_bytes = stored_bytes - ? "
+            "UPDATE log_streams SET stored_bytes = stored_bytes - ?, event_count = event_count - ? "
             "WHERE group_name = ? AND stream_name = ?",
-            (size, group, stream),
+            (size, count, group, stream),
         )
         conn.execute(
-            """
-            DELETE FROM log_streams WHERE group_name = ? AND stream_name = ? AND NOT EXISTS (
-                SELECT 1 FROM log_events WHERE group_name = ? AND stream_name = ?
-            )
-            """,
-            (group, stream, group, stream),
+            "DELETE FROM log_streams WHERE group_name = ? AND stream_name = ? AND event_count <= 0",
+            (group, stream),
         )
