@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
-import selectors
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -129,32 +130,42 @@ def test_aws_logs_tail_follow_shows_lines_as_they_come(shared_server, endpoint: 
     try:
         # The lines already there (the instance's start at least) come with the first
         # poll; what follows comes with a later one (the CLI polls every 5 s).
-        assert read_until(follower, {"Instance i-"}, timeout=30)
+        lines = LineReader(follower)
+        assert lines.read_until({"Instance i-"}, timeout=30)
         text = f"follow-{uuid.uuid4().hex[:8]}"
         inference_id = invoke(shared_server, {"action": "print", "text": text})
         wanted = {f"stdout: {text}", f"Inference {inference_id}: completed"}
-        seen = read_until(follower, wanted, timeout=30)
+        seen = lines.read_until(wanted, timeout=30)
         assert wanted <= seen
     finally:
         follower.terminate()
         follower.wait(10)
 
 
-def read_until(process: subprocess.Popen, wanted: set[str], timeout: float) -> set[str]:
-    """The wanted fragments found in ``process``'s output lines within ``timeout``."""
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    found: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while found != wanted and time.monotonic() < deadline:
-        if not selector.select(timeout=0.5):
-            continue
-        line = process.stdout.readline()
-        if not line:
-            break
-        found |= {fragment for fragment in wanted if fragment in line}
-    return found
+class LineReader:
+    """A process's output lines, read on a thread as they come."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.put(line)
+
+    def read_until(self, wanted: set[str], timeout: float) -> set[str]:
+        """The wanted fragments found in the lines that come within ``timeout``."""
+        found: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while found != wanted and (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            found |= {fragment for fragment in wanted if fragment in line}
+        return found
 
 
 def test_filter_log_events_finds_one_inferences_lines(shared_server, endpoint: str, logs) -> None:
