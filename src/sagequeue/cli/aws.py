@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, overload
 
 import botocore
 import botocore.session
@@ -38,7 +38,7 @@ from botocore.model import OperationModel
 from botocore.stub import Stubber
 
 from sagequeue import __version__
-from sagequeue.cli import awsoutput, skeleton
+from sagequeue.cli import awsoutput, awstable, skeleton
 
 LOG = logging.getLogger("sagequeue.cli")
 
@@ -96,7 +96,7 @@ def operation_model() -> OperationModel:
 
 
 def cli_parameters(operation: OperationModel) -> list[CliParameter]:
-    shape = operation.input_shape
+    shape = skeleton.input_shape(operation)
     return [
         CliParameter(
             member=name,
@@ -166,6 +166,14 @@ def build_wait_parser() -> argparse.ArgumentParser:
 # -- parameter values ------------------------------------------------------------------------
 
 
+@overload
+def read_param_file(value: str, binary_ok: Literal[False]) -> str: ...
+
+
+@overload
+def read_param_file(value: str, binary_ok: bool) -> str | bytes: ...
+
+
 def read_param_file(value: str, binary_ok: bool) -> str | bytes:
     """``file://`` (text) and ``fileb://`` (bytes) prefixes, as the AWS CLI's paramfile."""
     if value.startswith("fileb://") and binary_ok:
@@ -198,12 +206,12 @@ def blob_value(value: str | bytes, binary_format: str) -> bytes:
 
 
 def convert_value(parameter: CliParameter, raw: str, binary_format: str) -> Any:
-    value = read_param_file(raw, binary_ok=parameter.type_name == "blob")
     if parameter.type_name == "blob":
-        return blob_value(value, binary_format)
+        return blob_value(read_param_file(raw, binary_ok=True), binary_format)
+    value = read_param_file(raw, binary_ok=False)
     if parameter.type_name in ("integer", "long"):
         try:
-            return int(str(value).strip())
+            return int(value.strip())
         except ValueError as exc:
             raise ParamError(f"Error parsing parameter '{parameter.option}': {exc}") from exc
     return value
@@ -338,7 +346,7 @@ def make_context(args: argparse.Namespace) -> CliContext:
         raise ConfigurationError(f"Invalid value for cli_binary_format: {binary_format}")
     color = args.color
     if color == "auto":
-        color = "on" if awsoutput.awstable.is_a_tty() else "off"
+        color = "on" if awstable.is_a_tty() else "off"
     return CliContext(
         args=args,
         session=session,
@@ -389,7 +397,7 @@ def pager_command(context: CliContext) -> str:
         return ""
     if "AWS_PAGER" in os.environ:
         return os.environ["AWS_PAGER"]
-    configured = context.session.get_scoped_config().get("cli_pager")
+    configured: str | None = context.session.get_scoped_config().get("cli_pager")
     if configured is not None:
         return configured
     return "less"

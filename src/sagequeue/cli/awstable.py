@@ -17,12 +17,22 @@ character; only the colorama dependency was replaced by raw ANSI sequences.
 # ANY KIND, either express or implied. See the License for the specific
 # language governing permissions and limitations under the License.
 
+from __future__ import annotations
+
 import struct
 import sys
 import unicodedata
 
 
 import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+
+class TextSink(Protocol):
+    """Where a table is written: a text stream, or an IndentedStream around one."""
+
+    def write(self, text: str, /) -> object: ...
 
 
 class _Ansi:
@@ -36,14 +46,14 @@ class _Ansi:
     GREEN = "\x1b[32m"
 
 
-def is_a_tty():
+def is_a_tty() -> bool:
     try:
         return os.isatty(sys.stdout.fileno())
     except Exception:
         return False
 
 
-def get_text_length(text):
+def get_text_length(text: object) -> int:
     # `len(unichar)` measures the number of characters, so we use
     # `unicodedata.east_asian_width` to measure the length of characters.
     # Following responses are considered to be full-width length.
@@ -54,7 +64,7 @@ def get_text_length(text):
     return sum(2 if unicodedata.east_asian_width(char) in "WFA" else 1 for char in text)
 
 
-def determine_terminal_width(default_width=80):
+def determine_terminal_width(default_width: int = 80) -> int:
     # If we can't detect the terminal width, the default_width is returned.
     try:
         from fcntl import ioctl
@@ -62,14 +72,20 @@ def determine_terminal_width(default_width=80):
     except ImportError:
         return default_width
     try:
-        height, width = struct.unpack("hhhh", ioctl(sys.stdout, TIOCGWINSZ, "\000" * 8))[0:2]
+        height, width = struct.unpack("hhhh", ioctl(sys.stdout, TIOCGWINSZ, b"\000" * 8))[0:2]
     except Exception:
         return default_width
     else:
-        return width
+        return int(width)
 
 
-def center_text(text, length=80, left_edge="|", right_edge="|", text_length=None):
+def center_text(
+    text: str,
+    length: int = 80,
+    left_edge: str = "|",
+    right_edge: str = "|",
+    text_length: int | None = None,
+) -> str:
     """Center text with specified edge chars.
 
     You can pass in the length of the text as an arg, otherwise it is computed
@@ -91,13 +107,13 @@ def center_text(text, length=80, left_edge="|", right_edge="|", text_length=None
 
 
 def align_left(
-    text,
-    length,
-    left_edge="|",
-    right_edge="|",
-    text_length=None,
-    left_padding=2,
-):
+    text: str,
+    length: int,
+    left_edge: str = "|",
+    right_edge: str = "|",
+    text_length: int | None = None,
+    left_padding: int = 2,
+) -> str:
     """Left align text."""
     # postcondition: get_text_length(returned_text) == length
     if text_length is None:
@@ -122,7 +138,7 @@ def align_left(
     return "".join(output)
 
 
-def convert_to_vertical_table(sections):
+def convert_to_vertical_table(sections: list[Section]) -> None:
     # Any section that only has a single row is
     # inverted, so:
     # header1 | header2 | header3
@@ -145,13 +161,19 @@ def convert_to_vertical_table(sections):
 
 
 class IndentedStream:
-    def __init__(self, stream, indent_level, left_indent_char="|", right_indent_char="|"):
+    def __init__(
+        self,
+        stream: TextSink,
+        indent_level: int,
+        left_indent_char: str = "|",
+        right_indent_char: str = "|",
+    ) -> None:
         self._stream = stream
         self._indent_level = indent_level
         self._left_indent_char = left_indent_char
         self._right_indent_char = right_indent_char
 
-    def write(self, text):
+    def write(self, text: str) -> None:
         self._stream.write(self._left_indent_char * self._indent_level)
         if text.endswith("\n"):
             self._stream.write(text[:-1])
@@ -160,60 +182,63 @@ class IndentedStream:
         else:
             self._stream.write(text)
 
-    def __getattr__(self, attr):
+    def __getattr__(self, attr: str) -> object:
         return getattr(self._stream, attr)
 
 
 class Styler:
-    def style_title(self, text):
+    def style_title(self, text: str) -> str:
         return text
 
-    def style_header_column(self, text):
+    def style_header_column(self, text: str) -> str:
         return text
 
-    def style_row_element(self, text):
+    def style_row_element(self, text: str) -> str:
         return text
 
-    def style_indentation_char(self, text):
+    def style_indentation_char(self, text: str) -> str:
         return text
 
 
 class ColorizedStyler(Styler):
-    def __init__(self):
+    def __init__(self) -> None:
         pass
 
-    def style_title(self, text):
+    def style_title(self, text: str) -> str:
         # Originally bold + underline
         return text
 
-    def style_header_column(self, text):
+    def style_header_column(self, text: str) -> str:
         # Originally underline
         return text
 
-    def style_row_element(self, text):
+    def style_row_element(self, text: str) -> str:
         return _Ansi.BRIGHT + _Ansi.BLUE + text + _Ansi.RESET_ALL
 
-    def style_indentation_char(self, text):
+    def style_indentation_char(self, text: str) -> str:
         return _Ansi.DIM + _Ansi.YELLOW + text + _Ansi.RESET_ALL
 
 
 class MultiTable:
     def __init__(
         self,
-        terminal_width=None,
-        initial_section=True,
-        column_separator="|",
-        terminal=None,
-        styler=None,
-        auto_reformat=True,
-    ):
+        terminal_width: int | None = None,
+        initial_section: bool = True,
+        column_separator: str = "|",
+        terminal: object = None,
+        styler: Styler | None = None,
+        auto_reformat: bool = True,
+    ) -> None:
         self._auto_reformat = auto_reformat
+        self._current_section: Section | None
+        self._sections: list[Section]
         if initial_section:
             self._current_section = Section()
             self._sections = [self._current_section]
         else:
             self._current_section = None
             self._sections = []
+        self._styler: Styler
         if styler is None:
             # Move out to factory.
             if is_a_tty():
@@ -227,22 +252,26 @@ class MultiTable:
         if terminal_width is None:
             self._terminal_width = determine_terminal_width()
 
-    def add_title(self, title):
+    # Callers open a section (new_section) before adding to it when initial_section=False.
+    def add_title(self, title: str | None) -> None:
+        assert self._current_section is not None
         self._current_section.add_title(title)
 
-    def add_row_header(self, headers):
+    def add_row_header(self, headers: list[str]) -> None:
+        assert self._current_section is not None
         self._current_section.add_header(headers)
 
-    def add_row(self, row_elements):
+    def add_row(self, row_elements: Sequence[Any]) -> None:
+        assert self._current_section is not None
         self._current_section.add_row(row_elements)
 
-    def new_section(self, title, indent_level=0):
+    def new_section(self, title: str | None, indent_level: int = 0) -> None:
         self._current_section = Section()
         self._sections.append(self._current_section)
         self._current_section.add_title(title)
         self._current_section.indent_level = indent_level
 
-    def render(self, stream):
+    def render(self, stream: TextSink) -> None:
         max_width = self._calculate_max_width()
         should_convert_table = self._determine_conversion_needed(max_width)
         if should_convert_table:
@@ -252,20 +281,21 @@ class MultiTable:
         for section in self._sections:
             self._render_section(section, max_width, stream)
 
-    def _determine_conversion_needed(self, max_width):
+    def _determine_conversion_needed(self, max_width: int) -> bool | None:
         # If we don't know the width of the controlling terminal,
         # then we don't try to resize the table.
         if max_width > self._terminal_width:
             return self._auto_reformat
+        return None
 
-    def _calculate_max_width(self):
+    def _calculate_max_width(self) -> int:
         max_width = max(
             s.total_width(padding=4, with_border=True, outer_padding=s.indent_level)
             for s in self._sections
         )
         return max_width
 
-    def _render_section(self, section, max_width, stream):
+    def _render_section(self, section: Section, max_width: int, stream: TextSink) -> None:
         stream = IndentedStream(
             stream,
             section.indent_level,
@@ -277,7 +307,7 @@ class MultiTable:
         self._render_column_titles(section, max_width, stream)
         self._render_rows(section, max_width, stream)
 
-    def _render_title(self, section, max_width, stream):
+    def _render_title(self, section: Section, max_width: int, stream: TextSink) -> None:
         # The title consists of:
         # title        :  |   This is the title      |
         # bottom_border:  ----------------------------
@@ -289,7 +319,7 @@ class MultiTable:
             if not section.headers and not section.rows:
                 stream.write("+%s+" % ("-" * (max_width - 2)) + "\n")
 
-    def _render_column_titles(self, section, max_width, stream):
+    def _render_column_titles(self, section: Section, max_width: int, stream: TextSink) -> None:
         if not section.headers:
             return
         # In order to render the column titles we need to know
@@ -319,7 +349,7 @@ class MultiTable:
         self._write_line_break(stream, widths)
         stream.write(current + "\n")
 
-    def _write_line_break(self, stream, widths):
+    def _write_line_break(self, stream: TextSink, widths: list[int]) -> None:
         # Write out something like:
         # +-------+---------+---------+
         parts = []
@@ -333,7 +363,7 @@ class MultiTable:
         parts.append("\n")
         stream.write("".join(parts))
 
-    def _render_rows(self, section, max_width, stream):
+    def _render_rows(self, section: Section, max_width: int, stream: TextSink) -> None:
         if not section.rows:
             return
         widths = section.calculate_column_widths(padding=4, max_width=max_width)
@@ -366,21 +396,22 @@ class MultiTable:
 
 
 class Section:
-    def __init__(self):
-        self.title = ""
-        self.headers = []
-        self.rows = []
+    def __init__(self) -> None:
+        # None when a list of dicts without a title spans several sections (see awsoutput).
+        self.title: str | None = ""
+        self.headers: list[str] = []
+        self.rows: list[list[str]] = []
         self.indent_level = 0
-        self._num_cols = None
-        self._max_widths = []
+        self._num_cols: int | None = None
+        self._max_widths: list[int] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"Section(title={self.title}, headers={self.headers}, "
             f"indent_level={self.indent_level}, num_rows={len(self.rows)})"
         )
 
-    def calculate_column_widths(self, padding=0, max_width=None):
+    def calculate_column_widths(self, padding: int = 0, max_width: int | None = None) -> list[int]:
         # postcondition: sum(widths) == max_width
         unscaled_widths = [w + padding for w in self._max_widths]
         if max_width is None:
@@ -395,9 +426,9 @@ class Section:
             # the amount we need so we have to adjust the columns.
             off_by = sum(scaled) - max_width
             while off_by != 0:
-                iter_order = range(len(scaled))
+                iter_order: Iterable[int] = range(len(scaled))
                 if off_by < 0:
-                    iter_order = reversed(iter_order)
+                    iter_order = reversed(range(len(scaled)))
                 for i in iter_order:
                     if off_by > 0:
                         scaled[i] -= 1
@@ -409,7 +440,9 @@ class Section:
                         break
             return scaled
 
-    def total_width(self, padding=0, with_border=False, outer_padding=0):
+    def total_width(
+        self, padding: int = 0, with_border: bool = False, outer_padding: int = 0
+    ) -> int:
         total = 0
         # One char on each side == 2 chars total to the width.
         border_padding = 2
@@ -423,33 +456,33 @@ class Section:
             total,
         )
 
-    def add_title(self, title):
+    def add_title(self, title: str | None) -> None:
         self.title = title
 
-    def add_header(self, headers):
+    def add_header(self, headers: list[str]) -> None:
         self._update_max_widths(headers)
         if self._num_cols is None:
             self._num_cols = len(headers)
         self.headers = self._format_headers(headers)
 
-    def _format_headers(self, headers):
+    def _format_headers(self, headers: list[str]) -> list[str]:
         return headers
 
-    def add_row(self, row):
+    def add_row(self, row: Sequence[Any]) -> None:
         if self._num_cols is None:
             self._num_cols = len(row)
         if len(row) != self._num_cols:
             raise ValueError(
                 f"Row should have {self._num_cols} elements, instead it has {len(row)}"
             )
-        row = self._format_row(row)
-        self.rows.append(row)
-        self._update_max_widths(row)
+        formatted = self._format_row(row)
+        self.rows.append(formatted)
+        self._update_max_widths(formatted)
 
-    def _format_row(self, row):
+    def _format_row(self, row: Sequence[Any]) -> list[str]:
         return [str(r) for r in row]
 
-    def _update_max_widths(self, row):
+    def _update_max_widths(self, row: list[str]) -> None:
         if not self._max_widths:
             self._max_widths = [get_text_length(el) for el in row]
         else:

@@ -13,12 +13,25 @@
 # ANY KIND, either express or implied. See the License for the specific
 # language governing permissions and limitations under the License.
 
+from __future__ import annotations
 
-def format_text(data, stream):
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+# The values rendered are a parsed response (or what a --query made of it): JSON-like trees
+# whose leaves are any scalar botocore produces (str, int, float, bool, None, datetime, ...).
+
+
+def format_text(data: Any, stream: TextIO) -> None:
     _format_text(data, stream)
 
 
-def _format_text(item, stream, identifier=None, scalar_keys=None):
+def _format_text(
+    item: Any,
+    stream: TextIO,
+    identifier: str | None = None,
+    scalar_keys: list[str] | None = None,
+) -> None:
     if isinstance(item, dict):
         _format_dict(scalar_keys, item, identifier, stream)
     elif isinstance(item, list):
@@ -30,7 +43,7 @@ def _format_text(item, stream, identifier=None, scalar_keys=None):
         stream.write("\n")
 
 
-def _format_list(item, identifier, stream):
+def _format_list(item: list[Any], identifier: str | None, stream: TextIO) -> None:
     if not item:
         return
     if any(isinstance(el, dict) for el in item):
@@ -52,9 +65,9 @@ def _format_list(item, identifier, stream):
         _format_scalar_list(item, identifier, stream)
 
 
-def _partition_list(item):
-    scalars = []
-    non_scalars = []
+def _partition_list(item: list[Any]) -> tuple[list[Any], list[Any]]:
+    scalars: list[Any] = []
+    non_scalars: list[Any] = []
     for element in item:
         if isinstance(element, (list, dict)):
             non_scalars.append(element)
@@ -63,7 +76,7 @@ def _partition_list(item):
     return scalars, non_scalars
 
 
-def _format_scalar_list(elements, identifier, stream):
+def _format_scalar_list(elements: Iterable[Any], identifier: str | None, stream: TextIO) -> None:
     if identifier is not None:
         for item in elements:
             stream.write(f"{identifier.upper()}\t{item}\n")
@@ -73,7 +86,12 @@ def _format_scalar_list(elements, identifier, stream):
         stream.write("\n")
 
 
-def _format_dict(scalar_keys, item, identifier, stream):
+def _format_dict(
+    scalar_keys: list[str] | None,
+    item: dict[str, Any],
+    identifier: str | None,
+    stream: TextIO,
+) -> None:
     scalars, non_scalars = _partition_dict(item, scalar_keys=scalar_keys)
     if scalars:
         if identifier is not None:
@@ -84,8 +102,8 @@ def _format_dict(scalar_keys, item, identifier, stream):
         _format_text(item=non_scalar, stream=stream, identifier=new_identifier)
 
 
-def _all_scalar_keys(list_of_dicts):
-    keys_seen = set()
+def _all_scalar_keys(list_of_dicts: list[dict[str, Any]]) -> list[str]:
+    keys_seen: set[str] = set()
     for item_dict in list_of_dicts:
         for key, value in item_dict.items():
             if not isinstance(value, (dict, list)):
@@ -93,14 +111,16 @@ def _all_scalar_keys(list_of_dicts):
     return list(sorted(keys_seen))
 
 
-def _partition_dict(item_dict, scalar_keys):
+def _partition_dict(
+    item_dict: dict[str, Any], scalar_keys: list[str] | None
+) -> tuple[list[str], list[tuple[str, Any]]]:
     # Given a dictionary, partition it into two list based on the
     # values associated with the keys.
     # {'foo': 'scalar', 'bar': 'scalar', 'baz': ['not, 'scalar']}
     # scalar = [('foo', 'scalar'), ('bar', 'scalar')]
     # non_scalar = [('baz', ['not', 'scalar'])]
-    scalar = []
-    non_scalar = []
+    scalar: list[str] = []
+    non_scalar: list[tuple[str, Any]] = []
     if scalar_keys is None:
         # scalar_keys can have more than just the keys in the item_dict,
         # but if user does not provide scalar_keys, we'll grab the keys

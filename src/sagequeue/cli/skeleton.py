@@ -14,24 +14,40 @@ import xml.dom.minidom
 import xml.parsers.expat
 from typing import Any
 
-from botocore.model import OperationModel, Shape
+from botocore.model import OperationModel, Shape, StructureShape
 from botocore.utils import ArgumentGenerator
 
 _SENTENCE_DELIMITERS = re.compile(r"[.:]+")
 _LINE_BREAK_CHARS = ("\n", "\u2028")
 
 
+def input_shape(operation: OperationModel) -> StructureShape:
+    """The operation's request structure (every operation the CLI drives has one)."""
+    shape = operation.input_shape
+    if shape is None:
+        raise ValueError(f"{operation.name} has no input shape")
+    return shape
+
+
+def output_shape(operation: OperationModel) -> StructureShape:
+    """The operation's response structure (every operation the CLI drives has one)."""
+    shape = operation.output_shape
+    if shape is None:
+        raise ValueError(f"{operation.name} has no output shape")
+    return shape
+
+
 def input_skeleton_json(operation: OperationModel) -> str:
-    skeleton = ArgumentGenerator().generate_skeleton(operation.input_shape)
+    skeleton = ArgumentGenerator().generate_skeleton(input_shape(operation))
     return json.dumps(skeleton, indent=4) + "\n"
 
 
 def output_skeleton(operation: OperationModel) -> dict[str, Any]:
-    return dict(ArgumentGenerator(use_member_names=True).generate_skeleton(operation.output_shape))
+    return dict(ArgumentGenerator(use_member_names=True).generate_skeleton(output_shape(operation)))
 
 
 def input_skeleton_yaml(operation: OperationModel) -> str:
-    shape = operation.input_shape
+    shape = input_shape(operation)
     lines = []
     commented_before = False
     for name, member in shape.members.items():
@@ -59,8 +75,10 @@ def _yaml_member_line(
     }.get(member.type_name, "''")
     comment_parts = ["[REQUIRED]"] if required else []
     comment_parts.append(shape_doc_overview(member))
-    if getattr(member, "enum", None):
-        comment_parts.append("Valid values are: {}.".format(", ".join(member.enum)))
+    # Only string shapes carry an enum in botocore's model.
+    enum_values: list[str] | None = getattr(member, "enum", None)
+    if enum_values:
+        comment_parts.append("Valid values are: {}.".format(", ".join(enum_values)))
     comment = " ".join(comment_parts)
     if comment and not comment.isspace():
         gap = " " if commented_before else "  "

@@ -229,8 +229,6 @@ class FrontDoor:
             request.access = self.policies.get(parts.access_key)
             return await handler.handle(request)
         except ServiceError as exc:
-            if not isinstance(exc, SignatureError):
-                log.debug("request %s failed: %r", request.request_id, exc)
             response = error_response(exc, protocol, request.request_id, request.path)
         except ConnectionError:
             return Response(400)

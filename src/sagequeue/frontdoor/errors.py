@@ -84,6 +84,8 @@ def error_response(
         if protocol is WireProtocol.REST_XML:
             exc.code = "InternalError"
             exc.message = "We encountered an internal error. Please try again."
+    elif not isinstance(exc, SignatureError):
+        log.debug("request %s failed: %r", request_id, exc)
     code, status, message = exc.code, exc.status, exc.message
     extra = exc.extra
     if isinstance(exc, SignatureError):
