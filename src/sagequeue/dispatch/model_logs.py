@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from sagequeue.dispatch.membership import Membership
 from sagequeue.domain.logs import (
@@ -179,7 +180,7 @@ class LogRetention:
             )
         return purged + trimmed
 
-    async def _in_batches(self, step) -> int:
+    async def _in_batches(self, step: Callable[[], Awaitable[int]]) -> int:
         total = 0
         while True:
             done = await step()

@@ -10,7 +10,7 @@ store (``LogStore``), where workers on any host write them.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any
 
@@ -66,7 +66,9 @@ class LogsApi:
         self._settings = settings
         self._decoder = msgspec.json.Decoder()
         self._encoder = msgspec.json.Encoder()
-        self._actions: dict[str, Callable[[LogStore, dict[str, Any]], Any]] = {
+        self._actions: dict[
+            str, Callable[[LogStore, dict[str, Any]], Awaitable[dict[str, Any]]]
+        ] = {
             "DescribeLogGroups": self.describe_log_groups,
             "DescribeLogStreams": self.describe_log_streams,
             "GetLogEvents": self.get_log_events,
@@ -136,14 +138,14 @@ class LogsApi:
                 "LogGroup name and LogGroup identifier are mutually exclusive parameters."
             )
         if identifier is not None:
-            return _group_of_identifier(identifier)
+            return _group_of_identifier(str(identifier))
         if name is None:
             raise InvalidParameter("Either logGroupName or logGroupIdentifier must be specified.")
-        return name
+        return str(name)
 
     # ------------------------------------------------------------------ groups and streams
 
-    async def describe_log_groups(self, store: LogStore, params: dict[str, Any]) -> dict:
+    async def describe_log_groups(self, store: LogStore, params: dict[str, Any]) -> dict[str, Any]:
         prefix, pattern = params.get("logGroupNamePrefix"), params.get("logGroupNamePattern")
         if prefix is not None and pattern is not None:
             raise InvalidParameter(
@@ -188,7 +190,7 @@ class LogsApi:
         days = self._settings.model_log_retention / 86400
         return int(days) if days in _RETENTION_DAYS else None
 
-    async def describe_log_streams(self, store: LogStore, params: dict[str, Any]) -> dict:
+    async def describe_log_streams(self, store: LogStore, params: dict[str, Any]) -> dict[str, Any]:
         group = self._group(params)
         prefix = params.get("logStreamNamePrefix")
         by_last_event = params.get("orderBy") == "LastEventTime"
@@ -233,7 +235,7 @@ class LogsApi:
 
     # ------------------------------------------------------------------ events
 
-    async def get_log_events(self, store: LogStore, params: dict[str, Any]) -> dict:
+    async def get_log_events(self, store: LogStore, params: dict[str, Any]) -> dict[str, Any]:
         """One stream's events. Tokens ``f/...`` read on after a position and ``b/...``
         back before one; at either end the token given comes back unchanged (which
         ends botocore's and the CLI's paging)."""
@@ -279,7 +281,7 @@ class LogsApi:
             "nextBackwardToken": backward,
         }
 
-    async def filter_log_events(self, store: LogStore, params: dict[str, Any]) -> dict:
+    async def filter_log_events(self, store: LogStore, params: dict[str, Any]) -> dict[str, Any]:
         """A group's events, interleaved across its streams by time, that match the
         filter pattern; paged by ``nextToken`` (absent once everything was read)."""
         group = self._group(params)

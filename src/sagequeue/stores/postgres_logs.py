@@ -218,7 +218,8 @@ class PostgresLogs:
             return 0
         async with self._connection() as conn, conn.transaction():
             cursor = await conn.execute("SELECT coalesce(sum(stored_bytes), 0) FROM log_streams")
-            excess = (await cursor.fetchone())[0] - max_bytes
+            total = await cursor.fetchone()
+            excess = (total[0] if total else 0) - max_bytes
             if excess <= 0:
                 return 0
             cursor = await conn.execute(

@@ -126,11 +126,11 @@ class SqliteLogs:
 
         def put(conn: sqlite3.Connection) -> int:
             conn.executemany(_INSERT_EVENT, rows)
-            last_seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            last_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             conn.executemany(_UPSERT_STREAM, stream_rows)
             return last_seq
 
-        last_seq = await self._write_logs(put)
+        last_seq = int(await self._write_logs(put))
         # One transaction on the one writer: its rows got consecutive ids.
         for offset, event in enumerate(events):
             event.seq = last_seq - len(events) + 1 + offset
@@ -202,7 +202,7 @@ class SqliteLogs:
             _forget(conn, gone)
             return len(gone)
 
-        return await self._write_logs(purge)
+        return int(await self._write_logs(purge))
 
     async def trim_log_events(self, max_bytes: int, limit: int) -> int:
         if limit <= 0:
@@ -229,7 +229,7 @@ class SqliteLogs:
             _forget(conn, gone)
             return len(gone)
 
-        return await self._write_logs(trim)
+        return int(await self._write_logs(trim))
 
 
 def _forget(conn: sqlite3.Connection, gone: list[tuple[str, str, int]]) -> None:
