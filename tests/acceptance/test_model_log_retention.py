@@ -10,6 +10,8 @@ from .helpers import deploy, wait_for_status
 
 GROUP = "/aws/sagemaker/Endpoints/short-lived"
 MAX_BYTES = 4000
+# Long enough for the lines to be printed and trimmed before any is this old.
+RETENTION_SECONDS = 8
 
 
 def stored_bytes(logs) -> int | None:
@@ -26,7 +28,9 @@ def wait_until(condition, what: str, timeout: float = 20.0):
 
 
 def test_logs_past_the_size_bound_then_the_age_bound_are_deleted(server_factory) -> None:
-    server = server_factory("--model-log-retention", "4s", "--model-log-max-bytes", str(MAX_BYTES))
+    server = server_factory(
+        "--model-log-retention", f"{RETENTION_SECONDS}s", "--model-log-max-bytes", str(MAX_BYTES)
+    )
     deploy(server, "short-lived")
     runtime = server.client("sagemaker-runtime")
     logs = server.client("logs")
@@ -38,7 +42,14 @@ def test_logs_past_the_size_bound_then_the_age_bound_are_deleted(server_factory)
         )["InferenceId"]
         wait_for_status(server, "short-lived", inference_id)
 
-    # About 12,000 bytes were printed: a retention round trims them to the bound.
+    # Once the last request's lines are in (a worker ships every half second), about
+    # 12,000 bytes were written, and a retention round trims them to the bound.
+    wait_until(
+        lambda: logs.filter_log_events(
+            logGroupName=GROUP, filterPattern=f'"Inference {inference_id}: completed"'
+        )["events"],
+        "the last request's lines were not written",
+    )
     wait_until(lambda: 0 < (stored_bytes(logs) or 0) <= MAX_BYTES, "the logs were not trimmed")
     kept = [
         e["message"][8]
@@ -47,4 +58,8 @@ def test_logs_past_the_size_bound_then_the_age_bound_are_deleted(server_factory)
     assert kept and kept == sorted(kept) and kept[-1] == "3"  # the newest stay
 
     # Past the retention every line is gone, and with them the streams and the group.
-    wait_until(lambda: stored_bytes(logs) is None, "the logs outlived the retention")
+    wait_until(
+        lambda: stored_bytes(logs) is None,
+        "the logs outlived the retention",
+        timeout=RETENTION_SECONDS + 15,
+    )
