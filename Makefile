@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench examples clean fuzz
+.PHONY: run test lint format bench examples clean fuzz postgresql redis-server awscli
+
+# System packages the tests and the benchmarks run (Debian's), installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,24 +32,30 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench examples
 	$(BIN)/ruff check --fix src tests bench examples
 
+# A real PostgreSQL server for the tests (started by the test session itself).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) postgresql; }
+
 # `aws logs tail` is an AWS CLI v2 command (the venv's awscli is v1): the model-log tests
-# run it from Debian's awscli package, installed here where it is missing (as root).
-AWS_CLI_V2 ?= /usr/bin/aws
+# run Debian's awscli package, which is v2.
+awscli:
+	@/usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) --no-install-recommends awscli; }
 
-$(AWS_CLI_V2):
-	-command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends awscli \
-		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-		--no-install-recommends awscli; }; }
+# The Celery + Redis reference rows of the benchmarks.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }
 
-test: $(STAMP) lint $(AWS_CLI_V2)
+test: $(STAMP) lint postgresql awscli
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The hostile-input suite with many random examples (make test runs a few, derandomized).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/hostile
 
-bench: $(STAMP)
+bench: $(STAMP) postgresql redis-server
 	$(BIN)/python -m bench
 
 clean:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from bench import references, scenarios
+from bench import fleet, references, scenarios
 from bench.context import Bench
 from bench.report import Results, Row
 
@@ -32,6 +32,10 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "efficiency": scenarios.efficiency,
     "large": scenarios.large,
     "backlog": scenarios.backlog,
+    # PostgreSQL beside SQLite (issue 10); the bench starts its own durable PostgreSQL.
+    "fleet-ingest": fleet.fleet_ingest,
+    "fleet-lease": fleet.fleet_lease,
+    "retention": fleet.retention,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 14 * 60  # the whole run must stay under 15 minutes
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(bench.rows) == before:
                 bench.add(Row.not_run(name, "scenario produced no figure"))
     finally:
+        bench.cleanup.close()
         results.rows = bench.rows
         results.seconds = time.monotonic() - started
         stem = args.name or now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     # Figures later scenarios compare with (e.g. "bare" -> {connections: LoadResult}).
     cache: dict[str, Any] = field(default_factory=dict)
+    # What scenarios share and the run stops at its end (e.g. the PostgreSQL server).
+    cleanup: ExitStack = field(default_factory=ExitStack)
 
     @property
     def log_dir(self) -> Path:

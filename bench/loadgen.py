@@ -17,7 +17,7 @@ import asyncio
 import multiprocessing
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -292,7 +292,7 @@ def percentiles_ms(latencies_ns: list[int] | np.ndarray) -> tuple[float, float, 
 
 
 def run_load(
-    target: Target,
+    target: Target | Sequence[Target],
     spec: InvocationSpec,
     *,
     connections: int,
@@ -303,8 +303,10 @@ def run_load(
 ) -> LoadResult:
     """Replay up to ``max_requests`` signed invocations for at most ``max_seconds``.
     ``on_start(start_at, max_seconds)`` is told when (epoch) the replay will begin, e.g.
-    to profile the server during the measured window only."""
-    processes = max(1, min(processes or 2, connections))
+    to profile the server during the measured window only. With several targets (API
+    processes behind one load balancer), load process i drives target i % len(targets)."""
+    targets = [target] if isinstance(target, Target) else list(target)
+    processes = max(1, min(processes or max(2, len(targets)), connections))
     per_process = [
         connections // processes + (i < connections % processes) for i in range(processes)
     ]
@@ -314,7 +316,8 @@ def run_load(
     if on_start is not None:
         on_start(start_at, max_seconds)
     jobs = [
-        (target, spec, count, per_process[i], max_seconds, start_at, i) for i in range(processes)
+        (targets[i % len(targets)], spec, count, per_process[i], max_seconds, start_at, i)
+        for i in range(processes)
     ]
     context = multiprocessing.get_context("fork")
     with context.Pool(processes) as pool:

@@ -43,13 +43,16 @@ from bench.servers import (
 MIB = 1024 * 1024
 
 
-def prepared_data_dir(work: Path, endpoints: list[EndpointSpec]) -> tuple[Path, Path]:
+def prepared_data_dir(
+    work: Path, endpoints: list[EndpointSpec], database: str | None = None
+) -> tuple[Path, Path]:
     """A data dir whose endpoints are InService (a ``--role all`` server brought them
-    up, then stopped), and the config file declaring them."""
+    up, then stopped), and the config file declaring them. ``database``: a PostgreSQL
+    URL (default: SQLite in the data dir)."""
     work.mkdir(parents=True, exist_ok=True)
     config = write_config(work, endpoints)
     data_dir = work / "data"
-    with Sagequeue(data_dir, config, role="all").start() as server:
+    with Sagequeue(data_dir, config, role="all", database=database).start() as server:
         server.wait_in_service([ep.name for ep in endpoints])
     return data_dir, config
 

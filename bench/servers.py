@@ -223,6 +223,7 @@ class Sagequeue:
     port: int = field(default_factory=free_port)
     child: ChildProcess | None = None
     module: str = "sagequeue"  # bench.nostore: the same server without durable enqueue
+    database: str | None = None  # --database (default: SQLite in the data dir)
 
     @property
     def url(self) -> str:
@@ -245,6 +246,8 @@ class Sagequeue:
         ]
         if self.config is not None:
             argv += ["--config", str(self.config)]
+        if self.database is not None:
+            argv += ["--database", self.database]
         log = self.data_dir.parent / f"sagequeue-{self.role}-{self.port}.log"
         self.child = ChildProcess(argv, log, env={"SAGEQUEUE_CONFIG": ""}).start()
         if self.role == "worker":

@@ -13,10 +13,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from sagequeue.testing.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -54,6 +58,8 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    # Client key pairs when not the data dir's generated file (--credentials-file).
+    credentials_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -118,7 +124,7 @@ class ServerProcess:
     @property
     def credentials(self) -> tuple[str, str]:
         parser = configparser.RawConfigParser()
-        parser.read(self.data_dir / "credentials")
+        parser.read(self.credentials_file or self.data_dir / "credentials")
         return (
             parser.get("sagequeue", "aws_access_key_id"),
             parser.get("sagequeue", "aws_secret_access_key"),
@@ -196,3 +202,60 @@ def sagemaker(shared_server: ServerProcess):
 @pytest.fixture(scope="module")
 def runtime(shared_server: ServerProcess):
     return shared_server.client("sagemaker-runtime")
+
+
+# ------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server (Debian's binaries, run by the postgres user) for the
+    whole session, on 127.0.0.1 and a free port. Tests take fresh databases from it
+    (``create_database``) and may restart it (``restart()``); a test that stops it must
+    start it again. Never skipped: ``make test`` installs PostgreSQL where it is missing."""
+    from sagequeue.testing.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server (sagequeue migrates it)."""
+    url = postgres_server.create_database()
+    yield url
+    _restart_if_stopped(postgres_server)
+    postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+def _restart_if_stopped(server: PostgresServer) -> None:
+    if not server.running:
+        server.start()
+
+
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server mode (an independent S3, SNS, SQS...) on 127.0.0.1, for the session."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("moto_server did not start: " + log.read_text()) from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)

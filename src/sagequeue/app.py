@@ -61,9 +61,11 @@ class Application:
 
     def _wakeup_channel(self) -> WakeupChannel:
         from sagequeue.dispatch.doorbell import DoorbellChannel
+        from sagequeue.stores import open_wakeups
 
-        # SQLite: worker processes of this data dir are woken by datagram.
-        return DoorbellChannel(self.settings.data_dir)
+        # PostgreSQL: LISTEN/NOTIFY, across hosts. SQLite: worker processes of this data
+        # dir are woken by datagram.
+        return open_wakeups(self.settings, self.store) or DoorbellChannel(self.settings.data_dir)
 
     def _warn_if_objects_are_local_to_this_host(self) -> None:
         settings = self.settings
@@ -147,6 +149,10 @@ def run_server(
 ) -> int:
     """Run until SIGTERM / SIGINT; returns the exit code. ``on_secrets`` learns the
     secret keys in use (so that logging can redact them)."""
+    from sagequeue.stores import prepare_database
+
+    # A database that cannot be used stops the start here, as one line (StartupError).
+    asyncio.run(prepare_database(settings.database_url))
     app = Application(settings)
     if on_secrets is not None:
         on_secrets(app.keys.values())

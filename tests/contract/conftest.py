@@ -1,12 +1,15 @@
-"""Backends for the queue + metadata store contract suite.
+"""Backends for the queue + metadata + fleet store contract suite.
 
-Every test in this directory runs once per backend. Adding a backend (PostgreSQL) is one
-entry in ``BACKENDS``: a function that opens a new handle on the store under test.
+Every test in this directory runs once per backend: memory, SQLite and PostgreSQL (a
+real server, ``postgres_server`` in tests/conftest.py). Adding a backend is one entry in
+``BACKENDS``: a function that opens a new handle on the store under test.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,9 @@ from typing import Any
 import pytest
 
 from sagequeue.stores.memory import MemoryStore
+from sagequeue.stores.postgres import PostgresStore
 from sagequeue.stores.sqlite import SqliteStore
+from sagequeue.testing.postgres import PostgresServer
 
 Store = Any  # MemoryStore | SqliteStore | ...: anything implementing both store ports
 
@@ -40,7 +45,7 @@ class Backend:
             await store.close()
 
 
-def memory_backend(tmp_path: Path) -> Backend:
+def memory_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     shared = MemoryStore()
 
     async def opener() -> Store:
@@ -49,7 +54,7 @@ def memory_backend(tmp_path: Path) -> Backend:
     return Backend("memory", durable=False, opener=opener)
 
 
-def sqlite_backend(tmp_path: Path) -> Backend:
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     async def opener() -> Store:
         store = SqliteStore(tmp_path / "sagequeue.db")
         await store.open()
@@ -58,10 +63,49 @@ def sqlite_backend(tmp_path: Path) -> Backend:
     return Backend("sqlite", durable=True, opener=opener)
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
+def postgres_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    url = request.getfixturevalue("postgres_contract_url")
+
+    async def opener() -> Store:
+        store = PostgresStore(url, lease_connections=4, durable_connections=2)
+        await store.open()
+        return store
+
+    return Backend("postgres", durable=True, opener=opener)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
     "memory": memory_backend,
     "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
 }
+
+TEMPLATE_DATABASE = "sagequeue_contract_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_contract_template(postgres_server: PostgresServer) -> str:
+    """A database migrated once; each test gets a copy (a file copy: ~20 ms)."""
+    url = postgres_server.create_database(TEMPLATE_DATABASE)
+
+    async def migrate() -> None:
+        store = PostgresStore(url)
+        await store.open()
+        await store.close()
+
+    # Requested from inside the async backend fixture's event loop: migrate on another.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
+    return TEMPLATE_DATABASE
+
+
+@pytest.fixture
+def postgres_contract_url(
+    postgres_server: PostgresServer, postgres_contract_template: str
+) -> Iterator[str]:
+    url = postgres_server.create_database(template=postgres_contract_template)
+    yield url
+    postgres_server.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture
@@ -71,7 +115,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    under_test = BACKENDS[request.param](tmp_path)
+    under_test = BACKENDS[request.param](request, tmp_path)
     yield under_test
     await under_test.close_all()
 

@@ -1,8 +1,8 @@
 """A fleet of processes on one store: instances placed across workers, work that moves
 when a worker dies or stalls, and nothing lost or finished twice.
 
-On SQLite a fleet is several processes on one host sharing a data dir; the PostgreSQL
-runs (several hosts' worth of processes) are in test_fleet_postgres.py."""
+Each test runs on SQLite (several processes on one host sharing a data dir) and on
+PostgreSQL with moto's S3 (processes with a data dir each, as on separate hosts)."""
 
 from __future__ import annotations
 
@@ -43,27 +43,35 @@ def invoke(fleet: Fleet, endpoint: str, body: dict, api: int = 0) -> dict:
     )
 
 
-def sqlite_status_counts(fleet: Fleet, endpoint: str) -> dict[str, int]:
+def status_counts(fleet_store: dict, fleet: Fleet, endpoint: str) -> dict[str, int]:
+    """Invocations of an endpoint per status, read from the shared store itself."""
+    sql = "SELECT status, count(*) FROM invocations WHERE endpoint_name = {} GROUP BY status"
+    if "database" in fleet_store:
+        import psycopg
+
+        with psycopg.connect(fleet_store["database"]) as conn:
+            return dict(conn.execute(sql.format("%s"), (endpoint,)).fetchall())
     import sqlite3
 
     with sqlite3.connect(fleet.data_dir / "sagequeue.db") as conn:
-        rows = conn.execute(
-            "SELECT status, count(*) FROM invocations WHERE endpoint_name = ? GROUP BY status",
-            (endpoint,),
-        ).fetchall()
-    return dict(rows)
+        return dict(conn.execute(sql.format("?"), (endpoint,)).fetchall())
 
 
-def sqlite_fleet(fleet_factory, workers: int, *worker_args: str) -> Fleet:
-    fleet = fleet_factory([], ["--worker-timeout", WORKER_TIMEOUT, *worker_args])
+def make_fleet(fleet_factory, fleet_store: dict, workers: int, *worker_args: str) -> Fleet:
+    fleet = fleet_factory(
+        fleet_store["shared_args"],
+        ["--worker-timeout", WORKER_TIMEOUT, *worker_args],
+        env=fleet_store.get("env"),
+        hosts=fleet_store["hosts"],
+    )
     fleet.start_api()
     for _ in range(workers):
         fleet.start_worker()
     return fleet
 
 
-def test_desired_instances_are_a_total_for_the_fleet(fleet_factory) -> None:
-    fleet = sqlite_fleet(fleet_factory, 3, "--max-instances", "2")
+def test_desired_instances_are_a_total_for_the_fleet(fleet_factory, fleet_store) -> None:
+    fleet = make_fleet(fleet_factory, fleet_store, 3, "--max-instances", "2")
     deploy(fleet.api, "placed", instances=4)
     wait_until(lambda: described_counts(fleet, "placed") == (4, 4), "4 instances running")
     per_worker = fleet.model_processes()
@@ -73,8 +81,9 @@ def test_desired_instances_are_a_total_for_the_fleet(fleet_factory) -> None:
 
 def test_an_endpoint_the_fleet_cannot_fully_place_serves_with_what_it_has(
     fleet_factory,
+    fleet_store,
 ) -> None:
-    fleet = sqlite_fleet(fleet_factory, 1, "--max-instances", "1")
+    fleet = make_fleet(fleet_factory, fleet_store, 1, "--max-instances", "1")
     deploy(fleet.api, "partial", instances=3)
     assert described_counts(fleet, "partial") == (1, 3)
     response = invoke(fleet, "partial", {"action": "echo", "value": 1})
@@ -85,8 +94,10 @@ def test_an_endpoint_the_fleet_cannot_fully_place_serves_with_what_it_has(
     )
 
 
-def test_a_killed_workers_instances_move_and_its_requests_complete(fleet_factory) -> None:
-    fleet = sqlite_fleet(fleet_factory, 2, "--max-instances", "1")
+def test_a_killed_workers_instances_move_and_its_requests_complete(
+    fleet_factory, fleet_store
+) -> None:
+    fleet = make_fleet(fleet_factory, fleet_store, 2, "--max-instances", "1")
     deploy(fleet.api, "moving", instances=1)
     (holder,) = [w for w in fleet.workers if fleet.model_processes()[w.process.pid]]
     sent = [invoke(fleet, "moving", {"action": "sleep", "seconds": 0.5}) for _ in range(4)]
@@ -111,9 +122,9 @@ def test_a_killed_workers_instances_move_and_its_requests_complete(fleet_factory
 
 
 def test_a_stalled_worker_cannot_finish_a_request_that_moved_elsewhere(
-    fleet_factory, tmp_path
+    fleet_factory, fleet_store, tmp_path
 ) -> None:
-    fleet = sqlite_fleet(fleet_factory, 2, "--max-instances", "1")
+    fleet = make_fleet(fleet_factory, fleet_store, 2, "--max-instances", "1")
     deploy(fleet.api, "stalled", instances=1)
     (holder,) = [w for w in fleet.workers if fleet.model_processes()[w.process.pid]]
     runs = tmp_path / "runs.log"
@@ -137,8 +148,8 @@ def test_a_stalled_worker_cannot_finish_a_request_that_moved_elsewhere(
     wait_until(lambda: "was declared gone" in holder.log_text(), "the resumed worker rejoined")
 
 
-def test_every_request_across_two_api_processes_completes_once(fleet_factory) -> None:
-    fleet = sqlite_fleet(fleet_factory, 3, "--max-instances", "2")
+def test_every_request_across_two_api_processes_completes_once(fleet_factory, fleet_store) -> None:
+    fleet = make_fleet(fleet_factory, fleet_store, 3, "--max-instances", "2")
     fleet.start_api()
     deploy(fleet.api, "loaded", instances=3, concurrency=4)
     total = 600
@@ -173,5 +184,5 @@ def test_every_request_across_two_api_processes_completes_once(fleet_factory) ->
 
     wait_until(lambda: len(written()) == total, "every output written", 120)
     assert written() == outputs
-    counts = sqlite_status_counts(fleet, "loaded")
+    counts = status_counts(fleet_store, fleet, "loaded")
     assert counts == {"Completed": total}

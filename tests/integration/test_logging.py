@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,6 @@ import pytest
 
 from conftest import ServerProcess, free_port
 
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BACKEND_SECRET = "backend-secret-5f3c9a1e7b2d4068"
 
 
@@ -44,31 +40,6 @@ def test_unknown_log_level_is_a_one_line_usage_error(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "sagequeue serve: log-level must be one of debug, info, warning, error, not 'trace'"
     ]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto_server did not start: " + log.read_text()) from None
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
 
 
 def test_debug_log_with_the_s3_backend_holds_no_secret_or_signature(

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from sagequeue.config import ROLES, ConfigError, load_settings
+from sagequeue.domain.errors import StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +115,6 @@ def main(argv: list[str]) -> int:
 
     try:
         return run_server(settings, on_secrets=redact.add_secrets)
-    except ConfigError as exc:
+    except StartupError as exc:  # a bad setting, or a database that cannot be used
         print(f"sagequeue serve: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from sagequeue import faults
 from sagequeue.config import Settings
-from sagequeue.domain.errors import S3Error
+from sagequeue.domain.errors import S3Error, ServiceUnavailable
 from sagequeue.ports import (
     Clock,
     InstanceLog,
@@ -41,6 +41,8 @@ MAX_REASON_LENGTH = 1024
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
 FAILURE_WRITE_SECONDS = 60.0
+# A queue store that is unavailable (restarting) is retried for this long by a finish.
+STORE_RETRY_SECONDS = 15.0
 
 T = TypeVar("T")
 
@@ -224,9 +226,22 @@ class Executor:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _finish(self, inv: Invocation, status: InvocationStatus, reason: str | None) -> bool:
-        finished = await self.queue.finish(
-            inv.request_id, self._owner(inv), status, reason, self.clock.now()
-        )
+        """Finish in the queue store. While the store is unavailable (a database restart)
+        the finish is retried for half a lease; past that ServiceUnavailable propagates
+        and the lease lapses: the request runs again, never ends twice."""
+        deadline = self.clock.monotonic() + STORE_RETRY_SECONDS
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                finished = await self.queue.finish(
+                    inv.request_id, self._owner(inv), status, reason, self.clock.now()
+                )
+                break
+            except ServiceUnavailable:
+                if self.clock.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
         if not finished:
             # Its lease lapsed (this worker was paused or cut off) and it was taken
             # again: the other run finishes it.

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sagequeue.dispatch.execution import Executor
+from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.domain.placement import InstanceSpec, SlotKey
 from sagequeue.ports import (
     Clock,
@@ -199,6 +200,10 @@ class Pool:
             await self.executor.run(local.instance, inv, model_done, instance_log=local.log)
         except asyncio.CancelledError:
             raise
+        except ServiceUnavailable as exc:
+            # The queue store stayed unavailable: this run's lease lapses and the request
+            # runs again (its outcome is never recorded twice).
+            log.warning("invocation %s not finished: %s", inv.inference_id, exc.message)
         except Exception as exc:
             log.exception("invocation %s failed unexpectedly", inv.inference_id)
             with contextlib.suppress(Exception):

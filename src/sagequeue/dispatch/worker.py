@@ -29,6 +29,7 @@ from sagequeue.dispatch.membership import Membership
 from sagequeue.dispatch.model_logs import FLUSH_SECONDS, LogRetention, LogShipper
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
+from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.ports import Clock, LogStore, ObjectStore, SystemClock, WakeupChannel
 from sagequeue.runtimes import select_runtime
 
@@ -174,6 +175,8 @@ class Worker:
                     await action()
                 except asyncio.CancelledError:
                     raise
+                except ServiceUnavailable as exc:  # the store restarts: the next round retries
+                    log.warning("worker step %s: %s", name, exc.message)
                 except Exception:
                     log.exception("worker background step %s failed", name)
 
