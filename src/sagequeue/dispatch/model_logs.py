@@ -88,7 +88,8 @@ class LogShipper:
                 for event in batch:
                     event.ingestion_time = now
                 try:
-                    await self.store.put_log_events(batch)
+                    # Shielded: a worker stopping mid-write still writes the batch.
+                    await asyncio.shield(self.store.put_log_events(batch))
                 except Exception as exc:
                     self._buffer.extendleft(reversed(batch))
                     if not self._failing:
