@@ -357,7 +357,8 @@ class LogStore(Protocol):
 
     async def purge_log_events(self, ingested_before: int, limit: int) -> int:
         """Delete up to ``limit`` events written before ``ingested_before`` (retention by
-        age), and the streams left empty; returns how many events went."""
+        age), oldest first in writing order up to the first written since, and the
+        streams left empty; returns how many events went."""
 
     async def trim_log_events(self, max_bytes: int, limit: int) -> int:
         """While the stored messages exceed ``max_bytes``, delete the oldest events (up

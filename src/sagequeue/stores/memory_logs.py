@@ -86,9 +86,12 @@ class MemoryLogs:
         return [dataclasses.replace(event) for event in found[:limit]]
 
     async def purge_log_events(self, ingested_before: int, limit: int) -> int:
-        doomed = [
-            seq for seq, event in self._log_events.items() if event.ingestion_time < ingested_before
-        ][: max(limit, 0)]
+        """The oldest events in writing order, up to the first written since the cutoff."""
+        doomed: list[int] = []
+        for seq, event in self._log_events.items():
+            if len(doomed) >= limit or event.ingestion_time >= ingested_before:
+                break
+            doomed.append(seq)
         self._drop_log_events(doomed)
         return len(doomed)
 

@@ -47,13 +47,13 @@ LOG_MIGRATION: Final[tuple[str, ...]] = (
         message text NOT NULL
     )
     """,
-    # GetLogEvents (one stream), FilterLogEvents (a group), retention by age.
+    # GetLogEvents (one stream), FilterLogEvents (a group). Retention reads in seq order
+    # (the order events were written), so it needs no index of its own.
     """
     CREATE INDEX log_events_by_stream
     ON log_events (group_name, stream_name, timestamp, seq)
     """,
     "CREATE INDEX log_events_by_group ON log_events (group_name, timestamp, seq)",
-    "CREATE INDEX log_events_by_ingestion ON log_events (ingested_at)",
 )
 
 _EVENT_COLUMNS: Final = "group_name, stream_name, timestamp, message, ingested_at, seq"
@@ -198,20 +198,21 @@ class PostgresLogs:
         return [LogEvent(*row) for row in await self._log_rows(sql, params)]
 
     async def purge_log_events(self, ingested_before: int, limit: int) -> int:
+        """The oldest events in writing order, up to the first written since the cutoff."""
         if limit <= 0:
             return 0
-        sql = """
-            DELETE FROM log_events WHERE seq = ANY(ARRAY(
-                SELECT seq FROM log_events WHERE ingested_at < %s
-                ORDER BY ingested_at LIMIT %s FOR UPDATE SKIP LOCKED
-            ))
-            RETURNING group_name, stream_name, size
-        """
         async with self._connection() as conn, conn.transaction():
-            cursor = await conn.execute(sql, (ingested_before, limit))
-            gone = await cursor.fetchall()
-            await _forget(conn, gone)
-        return len(gone)
+            cursor = await conn.execute(
+                "SELECT seq, ingested_at FROM log_events ORDER BY seq LIMIT %s", (limit,)
+            )
+            last = None
+            for seq, ingested_at in await cursor.fetchall():
+                if ingested_at >= ingested_before:
+                    break
+                last = seq
+            if last is None:
+                return 0
+            return await _delete_through(conn, last)
 
     async def trim_log_events(self, max_bytes: int, limit: int) -> int:
         if limit <= 0:
@@ -233,18 +234,23 @@ class PostgresLogs:
                     break
             if last is None:
                 return 0
-            cursor = await conn.execute(
-                "DELETE FROM log_events WHERE seq <= %s RETURNING group_name, stream_name, size",
-                (last,),
-            )
-            gone = await cursor.fetchall()
-            await _forget(conn, gone)
-        return len(gone)
+            return await _delete_through(conn, last)
 
     async def _log_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
+
+
+async def _delete_through(conn: psycopg.AsyncConnection, last_seq: int) -> int:
+    """Delete the events up to ``last_seq`` and account for them; how many went."""
+    cursor = await conn.execute(
+        "DELETE FROM log_events WHERE seq <= %s RETURNING group_name, stream_name, size",
+        (last_seq,),
+    )
+    gone = await cursor.fetchall()
+    await _forget(conn, gone)
+    return len(gone)
 
 
 async def _forget(conn: psycopg.AsyncConnection, gone: list[tuple[str, str, int]]) -> None:

@@ -42,13 +42,13 @@ LOG_MIGRATION: Final[tuple[str, ...]] = (
         message TEXT NOT NULL
     )
     """,
-    # GetLogEvents (one stream), FilterLogEvents (a group), retention by age.
+    # GetLogEvents (one stream), FilterLogEvents (a group). Retention reads in seq order
+    # (the order events were written), so it needs no index of its own.
     """
     CREATE INDEX log_events_by_stream
     ON log_events (group_name, stream_name, timestamp, seq)
     """,
     "CREATE INDEX log_events_by_group ON log_events (group_name, timestamp, seq)",
-    "CREATE INDEX log_events_by_ingestion ON log_events (ingested_at)",
 )
 
 _EVENT_COLUMNS: Final = "group_name, stream_name, timestamp, message, ingested_at, seq"
@@ -188,19 +188,20 @@ class SqliteLogs:
         return [LogEvent(*row) for row in rows]
 
     async def purge_log_events(self, ingested_before: int, limit: int) -> int:
+        """The oldest events in writing order, up to the first written since the cutoff."""
         if limit <= 0:
             return 0
-        sql = """
-            DELETE FROM log_events WHERE seq IN (
-                SELECT seq FROM log_events WHERE ingested_at < ? ORDER BY ingested_at LIMIT ?
-            )
-            RETURNING group_name, stream_name, size
-        """
 
         def purge(conn: sqlite3.Connection) -> int:
-            gone = conn.execute(sql, (ingested_before, limit)).fetchall()
-            _forget(conn, gone)
-            return len(gone)
+            oldest = "SELECT seq, ingested_at FROM log_events ORDER BY seq LIMIT ?"
+            last = None
+            for seq, ingested_at in conn.execute(oldest, (limit,)).fetchall():
+                if ingested_at >= ingested_before:
+                    break
+                last = seq
+            if last is None:
+                return 0
+            return _delete_through(conn, last)
 
         return int(await self._write_logs(purge))
 
@@ -222,14 +223,19 @@ class SqliteLogs:
                     break
             if last is None:
                 return 0
-            gone = conn.execute(
-                "DELETE FROM log_events WHERE seq <= ? RETURNING group_name, stream_name, size",
-                (last,),
-            ).fetchall()
-            _forget(conn, gone)
-            return len(gone)
+            return _delete_through(conn, last)
 
         return int(await self._write_logs(trim))
+
+
+def _delete_through(conn: sqlite3.Connection, last_seq: int) -> int:
+    """Delete the events up to ``last_seq`` and account for them; how many went."""
+    gone = conn.execute(
+        "DELETE FROM log_events WHERE seq <= ? RETURNING group_name, stream_name, size",
+        (last_seq,),
+    ).fetchall()
+    _forget(conn, gone)
+    return len(gone)
 
 
 def _forget(conn: sqlite3.Connection, gone: list[tuple[str, str, int]]) -> None:
