@@ -12,9 +12,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# Extras of pyproject.toml to install besides the server: postgres (psycopg) is what a fleet
-# needs; e.g. "postgres,examples" adds the example models' scikit-learn, "" installs none.
-ARG SAGEQUEUE_EXTRAS=postgres
+# Extras of pyproject.toml to install besides the server (which includes the PostgreSQL
+# driver): e.g. "examples" adds the example models' scikit-learn; "" installs none.
+ARG SAGEQUEUE_EXTRAS=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/sagequeue

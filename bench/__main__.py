@@ -35,6 +35,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     # PostgreSQL beside SQLite (issue 10); the bench starts its own durable PostgreSQL.
     "fleet-ingest": fleet.fleet_ingest,
     "fleet-lease": fleet.fleet_lease,
+    "fleet-dispatch": fleet.fleet_dispatch,
     "retention": fleet.retention,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

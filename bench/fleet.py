@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import references
 from bench.context import Bench
-from bench.loadgen import LoadResult, run_load
+from bench.loadgen import LoadResult, percentiles_ms, run_load
 from bench.report import Row, compare
 from bench.scenarios import _target, prepared_data_dir
 from bench.servers import REPO, EndpointSpec, Sagequeue, wait_until
@@ -346,3 +346,71 @@ def _retention_rows(
                 },
             )
         )
+
+
+# ------------------------------------------------------------------------- dispatch
+DISPATCH_ENDPOINT = "bench-noop"
+
+
+def fleet_dispatch(bench: Bench) -> None:
+    """202 -> model start and 202 -> output readable when the API process that accepts
+    the request is not the worker process that runs it: the wake-up crosses processes
+    (the data dir's doorbell on SQLite, LISTEN/NOTIFY on PostgreSQL)."""
+    from bench.scenarios import _probe_latency
+
+    for store in ("SQLite", "PostgreSQL"):
+        database = None
+        if store == "PostgreSQL":
+            database = durable_postgres(bench).create_database("dispatch")
+        work = bench.work_dir / f"fleet-dispatch-{store.lower()}"
+        data_dir, config = prepared_data_dir(work, [EndpointSpec(DISPATCH_ENDPOINT)], database)
+        worker = Sagequeue(data_dir, config, role="worker", database=database)
+        api = Sagequeue(data_dir, config, role="api", database=database)
+        try:
+            worker.start()
+            api.start()
+            api.wait_in_service([DISPATCH_ENDPOINT])
+            target = _target(api)
+            deadline = time.monotonic() + 20
+            asyncio.run(_probe_latency(target, DISPATCH_ENDPOINT, 5, 0.01, deadline))  # warm
+            to_start, to_readable, failures = asyncio.run(
+                _probe_latency(
+                    target,
+                    DISPATCH_ENDPOINT,
+                    bench.scale(300, 30),
+                    0.02,
+                    time.monotonic() + bench.scale(60, 15),
+                )
+            )
+        finally:
+            api.stop()
+            worker.stop()
+        for label, samples, p50_target in (
+            ("202 → model start", to_start, 5.0),
+            ("202 → output readable", to_readable, None),
+        ):
+            name = f"{label} across processes on {store}"
+            pcts = percentiles_ms([s * 1e6 for s in samples])  # ms -> ns for the helper
+            if pcts is None:
+                bench.add(
+                    Row.not_run("fleet", f"no invocation completed ({failures} failed)", name=name)
+                )
+                continue
+            details = {
+                "p50_ms": pcts[0],
+                "p99_ms": pcts[2],
+                "samples": len(samples),
+                "failures": failures,
+            }
+            bench.add(
+                Row(
+                    "fleet",
+                    name,
+                    "p50 ms",
+                    round(pcts[0], 3),
+                    target=f"≤ {p50_target:g} ms" if p50_target else None,
+                    met=(pcts[0] <= p50_target and failures == 0) if p50_target else None,
+                    details=details,
+                )
+            )
+            bench.add(Row("fleet", name, "p99 ms", round(pcts[2], 3)))

@@ -130,7 +130,9 @@ class ServerProcess:
             parser.get("sagequeue", "aws_secret_access_key"),
         )
 
-    def client(self, service: str, **config) -> object:
+    def client(self, service: str, *, attempts: int = 1, **config) -> object:
+        """A boto3 client for this server. ``attempts``: boto3's standard retries (a test
+        sees each error by default; a load test rides out 503s as AWS SDKs do)."""
         access, secret = self.credentials
         return boto3.client(
             service,
@@ -138,7 +140,7 @@ class ServerProcess:
             region_name=REGION,
             aws_access_key_id=access,
             aws_secret_access_key=secret,
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+            config=Config(retries={"max_attempts": attempts, "mode": "standard"}, **config),
         )
 
     def aws_env(self) -> dict[str, str]:

@@ -25,7 +25,7 @@ def fleet_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             "bench",
             "--quick",
             "--only",
-            "fleet-ingest,fleet-lease,retention",
+            "fleet-ingest,fleet-lease,fleet-dispatch,retention",
             "--out",
             str(out),
             "--name",
@@ -33,14 +33,14 @@ def fleet_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         ],
         cwd=REPO,
         check=True,
-        timeout=170,
+        timeout=230,
         capture_output=True,
     )
     rows = json.loads((out / "fleet.json").read_text())["rows"]
     return {row["name"]: row for row in rows}
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_ingest_rows_put_postgresql_beside_sqlite_with_one_and_two_api_processes(
     fleet_rows: dict[str, dict],
 ) -> None:
@@ -70,3 +70,11 @@ def test_retention_rows_measure_both_stores_with_the_purge_deleting_rows(
             row = fleet_rows[f"{label} on {store}, 20,000 finished, retention purge running"]
             assert row["value"] > 0 and row["reference_value"] > 0, row
             assert row["details"]["purged_rows"] > 0, row
+
+
+def test_dispatch_rows_cross_processes_on_both_stores(fleet_rows: dict[str, dict]) -> None:
+    for store in ("SQLite", "PostgreSQL"):
+        row = fleet_rows[f"202 → model start across processes on {store}"]
+        assert row["value"] is not None, row
+        assert row["details"]["failures"] == 0 and row["details"]["samples"] > 0, row
+        assert row["target"] == "≤ 5 ms"

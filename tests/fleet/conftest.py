@@ -142,8 +142,12 @@ def fleet_store(request: pytest.FixtureRequest) -> dict[str, Any]:
     PostgreSQL and moto's S3 with a data dir per process (many hosts)."""
     if request.param == "sqlite":
         return {"shared_args": [], "hosts": False}
-    database = request.getfixturevalue("postgres_url")
-    s3 = request.getfixturevalue("moto_endpoint")
+    return postgres_fleet_store(
+        request.getfixturevalue("postgres_url"), request.getfixturevalue("moto_endpoint")
+    )
+
+
+def postgres_fleet_store(database: str, s3: str) -> dict[str, Any]:
     return {
         "shared_args": ["--database", database, "--object-store", "s3://", "--s3-endpoint-url", s3],
         "hosts": True,

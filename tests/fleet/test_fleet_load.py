@@ -8,13 +8,11 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from acceptance.helpers import deploy
 
-from .conftest import Fleet, wait_until
+from .conftest import postgres_fleet_store, wait_until
 from .test_fleet import described_counts, make_fleet, status_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -23,51 +21,20 @@ TOTAL = 10_000
 CLIENT_THREADS = 8
 
 
-def client(fleet: Fleet, api: int, service: str):
-    """A client that retries as AWS SDKs do, with more attempts: a 503 while the database
-    restarts is retried."""
-    server = fleet.apis[api]
-    access, secret = server.credentials
-    return boto3.client(
-        service,
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 20, "mode": "standard"}, connect_timeout=5),
-    )
-
-
 def test_ten_thousand_requests_survive_a_database_restart_and_a_killed_worker(
     fleet_factory, postgres_url, moto_endpoint, postgres_server
 ) -> None:
-    import os
-
-    fleet_store = {
-        "shared_args": [
-            "--database",
-            postgres_url,
-            "--object-store",
-            "s3://",
-            "--s3-endpoint-url",
-            moto_endpoint,
-        ],
-        "hosts": True,
-        "env": {
-            "AWS_ACCESS_KEY_ID": "moto",
-            "AWS_SECRET_ACCESS_KEY": "moto",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        },
-        "database": postgres_url,
-    }
+    fleet_store = postgres_fleet_store(postgres_url, moto_endpoint)
     fleet = make_fleet(fleet_factory, fleet_store, 3, "--max-instances", "2")
     fleet.start_api()
     deploy(fleet.api, "fleet-load", instances=4, concurrency=8, bucket="fleet-load")
     wait_until(lambda: described_counts(fleet, "fleet-load") == (4, 4), "4 instances running")
     assert sum(len(p) for p in fleet.model_processes().values()) == 4
 
-    runtimes = [client(fleet, n, "sagemaker-runtime") for n in range(2)]
+    # Retried as AWS SDKs do, with more attempts: 503s while the database restarts.
+    runtimes = [
+        api.client("sagemaker-runtime", attempts=20, connect_timeout=5) for api in fleet.apis
+    ]
     accepted: dict[str, str] = {}  # InferenceId -> OutputLocation, for every 202
     lock = threading.Lock()
     sent = [0]

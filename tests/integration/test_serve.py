@@ -132,3 +132,32 @@ def test_invalid_declared_model_stops_the_start_with_the_validation_message(tmp_
     output = result.stdout + result.stderr
     assert "Value 'bad name!' at 'modelName' failed to satisfy constraint" in output
     assert "Traceback" not in output
+
+
+def test_sqlite_database_at_a_newer_schema_version_stops_the_start_with_one_line(tmp_path):
+    import sqlite3
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with sqlite3.connect(data_dir / "sagequeue.db") as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (999)")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagequeue",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "schema version 999 is newer than this sagequeue's" in line

@@ -235,3 +235,22 @@ async def _stored_inference_ids(url: str) -> set[str]:
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cursor = await conn.execute("SELECT inference_id FROM invocations")
         return {row[0] for row in await cursor.fetchall()}
+
+
+def test_worker_on_a_shared_database_with_a_local_object_store_says_other_hosts_cannot_see_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    worker = ServerProcess(
+        data_dir=tmp_path / "data",
+        port=free_port(),
+        extra_args=["--role", "worker", "--database", postgres_url],
+    ).start(wait=False)
+    try:
+        deadline = time.monotonic() + 30
+        while "worker running" not in worker.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    log = worker.log_text()
+    assert "is a directory on this host" in log
+    assert "--object-store s3://" in log

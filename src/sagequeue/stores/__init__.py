@@ -58,7 +58,10 @@ async def prepare_database(url: str) -> None:
 
         check_url(url)
         await migrate(url)
-    elif not url.startswith("sqlite://"):
+    elif url.startswith("sqlite://"):
+        store = await open_store(url)  # creates or migrates the schema
+        await store.close()
+    else:
         raise _unsupported(url)
 
 

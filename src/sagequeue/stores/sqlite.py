@@ -42,7 +42,7 @@ from typing import Any, Final
 
 import msgspec
 
-from sagequeue.domain.errors import InternalFailure, ServiceUnavailable
+from sagequeue.domain.errors import InternalFailure, ServiceUnavailable, StartupError
 from sagequeue.ports import (
     InstanceClaim,
     InstanceState,
@@ -345,8 +345,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         current = row[0] if row is not None else 0
         if current > len(MIGRATIONS):
-            raise InternalFailure(
-                f"database schema version {current} is newer than this sagequeue "
+            raise StartupError(
+                f"database schema version {current} is newer than this sagequeue's "
                 f"({len(MIGRATIONS)}): upgrade sagequeue"
             )
         for statements in MIGRATIONS[current:]:
