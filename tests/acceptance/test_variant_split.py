@@ -24,7 +24,7 @@ from .helpers import (
 
 REQUESTS = 10_000
 CLIENT_THREADS = 8
-# The share of variant B (weight 3 of 4) may stray this far: 5 standard deviations.
+# The share of variant B (weight 3 of 4) may stray this far: about 6 standard deviations.
 TOLERANCE = 0.025
 
 
