@@ -150,6 +150,7 @@ class Application:
         from sagequeue.frontdoor.autoscaling import AutoScalingApi
         from sagequeue.frontdoor.cloudwatch import CloudWatchApi
         from sagequeue.frontdoor.control import ControlApi
+        from sagequeue.frontdoor.logs import LogsApi
         from sagequeue.frontdoor.runtime import RuntimeApi
         from sagequeue.frontdoor.s3 import S3Api
 
@@ -182,6 +183,7 @@ class Application:
                 "application-autoscaling": AutoScalingApi(
                     lambda: app.autoscaling, max_body=settings.max_control_body
                 ),
+                "logs": LogsApi(lambda: app.store, settings),
             },
             policies=policies,
             ops={"/healthz": healthz},

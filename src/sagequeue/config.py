@@ -24,6 +24,9 @@ DEFAULT_ACCOUNT_ID = "000000000000"
 CREDENTIALS_PROFILE = "sagequeue"
 ROLES = ("all", "api", "worker")
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+# Model logs (the CloudWatch Logs API) are kept this long, and to at most this size.
+DEFAULT_MODEL_LOG_RETENTION_SECONDS = 7 * 24 * 3600
+DEFAULT_MODEL_LOG_MAX_BYTES = 1024**3
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -56,6 +59,10 @@ class Settings:
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS
     # Finished invocations are purged from the queue store this long after they ended.
     retention: float = DEFAULT_RETENTION_SECONDS
+    # Model logs (stdout / stderr of model instances and sagequeue's lines about them)
+    # are purged this long after they were written, oldest first past the size bound.
+    model_log_retention: float = DEFAULT_MODEL_LOG_RETENTION_SECONDS
+    model_log_max_bytes: int = DEFAULT_MODEL_LOG_MAX_BYTES
     # Hosts that http(s):// model container Images may name (loopback ones are allowed
     # without listing when the server listens on loopback; docs/security.md).
     container_allow_hosts: list[str] = field(default_factory=list)
@@ -131,6 +138,7 @@ _SCALARS: dict[str, Any] = {
     "max_control_body": int,
     "metrics_token": str,
     "time_scale": float,
+    "model_log_max_bytes": int,
 }
 # Limits that must be positive (a zero or negative one would refuse everything).
 _POSITIVE = (
@@ -142,6 +150,7 @@ _POSITIVE = (
     "max_connections",
     "max_control_body",
     "time_scale",
+    "model_log_max_bytes",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -206,6 +215,9 @@ def load_settings(
     retention = _first_given(flags, environ, file_values, "retention")
     if retention is not None:
         settings.retention = parse_duration(retention, "retention")
+    model_log_retention = _first_given(flags, environ, file_values, "model_log_retention")
+    if model_log_retention is not None:
+        settings.model_log_retention = parse_duration(model_log_retention, "model_log_retention")
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
     if not 1 <= settings.time_scale <= 3600:

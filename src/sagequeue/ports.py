@@ -347,6 +347,87 @@ class WakeupChannel(Protocol):
 
 
 # ======================================================================================
+# Model logs: CloudWatch Logs-style groups, streams and events, in the shared store
+# ======================================================================================
+
+
+@dataclass(slots=True)
+class LogEvent:
+    """One line of a log stream. Times are epoch milliseconds, as in CloudWatch Logs."""
+
+    group: str  # /aws/sagemaker/Endpoints/<endpoint>
+    stream: str  # <variant>/<instance-id>[/data-log]
+    timestamp: int  # when it was printed
+    message: str
+    ingestion_time: int = 0  # when it was written to the store
+    seq: int = 0  # set by the store: unique and increasing (the event id)
+
+
+@dataclass(slots=True)
+class LogStreamInfo:
+    group: str
+    stream: str
+    created_at: int  # its first event's ingestion
+    first_event_at: int
+    last_event_at: int
+    last_ingestion_at: int
+    stored_bytes: int  # UTF-8 bytes of the messages it holds
+
+
+@dataclass(slots=True)
+class LogGroupInfo:
+    group: str
+    created_at: int  # its first stream's
+    stored_bytes: int
+
+
+# Events are read in (timestamp, seq) order; a position is such a pair.
+LogPosition = tuple[int, int]
+
+
+@dataclass(slots=True)
+class LogQuery:
+    """Which events of one group to read, and in which direction."""
+
+    group: str
+    streams: Sequence[str] | None = None  # only these streams (None: any)
+    stream_prefix: str = ""  # only streams whose names start with it
+    start: int | None = None  # timestamp >= start
+    end: int | None = None  # timestamp < end
+    after: LogPosition | None = None  # (timestamp, seq) > after
+    before: LogPosition | None = None  # (timestamp, seq) < before
+    newest_first: bool = False
+
+
+class LogStore(Protocol):
+    """Model instance logs, written in batches by workers on any host and read by any
+    API process. Groups and streams exist while they hold events."""
+
+    async def put_log_events(self, events: Sequence[LogEvent]) -> None:
+        """Append events in one transaction (their streams are created or extended);
+        sets each event's ``seq``. ``ingestion_time`` is the caller's."""
+
+    async def list_log_groups(self, prefix: str = "") -> list[LogGroupInfo]:
+        """Groups whose names start with ``prefix``, by name."""
+
+    async def list_log_streams(self, group: str, prefix: str = "") -> list[LogStreamInfo]:
+        """Streams of ``group`` whose names start with ``prefix``, by name."""
+
+    async def read_log_events(self, query: LogQuery, limit: int) -> list[LogEvent]:
+        """Up to ``limit`` events matching ``query``, oldest first (newest first with
+        ``newest_first``), ordered by (timestamp, seq)."""
+
+    async def purge_log_events(self, ingested_before: int, limit: int) -> int:
+        """Delete up to ``limit`` events written before ``ingested_before`` (retention by
+        age), oldest first in writing order up to the first written since, and the
+        streams left empty; returns how many events went."""
+
+    async def trim_log_events(self, max_bytes: int, limit: int) -> int:
+        """While the stored messages exceed ``max_bytes``, delete the oldest events (up
+        to ``limit``) and the streams left empty; returns how many went."""
+
+
+# ======================================================================================
 # Object store
 # ======================================================================================
 
@@ -445,10 +526,27 @@ class ModelInstance(Protocol):
     async def close(self) -> None: ...
 
 
+class InstanceLog(Protocol):
+    """Where one model instance's log lines go: its streams of the endpoint's log group
+    (sagequeue.domain.logs). Cheap and never blocking: lines are shipped in batches."""
+
+    @property
+    def instance_id(self) -> str: ...
+
+    def model_output(self, line: str) -> None:
+        """A line the model printed (its process's stdout or stderr)."""
+
+    def platform(self, line: str) -> None:
+        """A line of sagequeue's own about the instance or a request it runs."""
+
+
 class ModelRuntime(Protocol):
-    async def start_instance(self, model: dict[str, Any], max_concurrency: int) -> ModelInstance:
-        """Start an instance of a CreateModel document (DescribeModel shape).
-        Raises ModelInvocationError with a reason when the model cannot load."""
+    async def start_instance(
+        self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
+    ) -> ModelInstance:
+        """Start an instance of a CreateModel document (DescribeModel shape); what the
+        model prints goes to ``log`` (the server's stderr without one). Raises
+        ModelInvocationError with a reason when the model cannot load."""
 
 
 # ======================================================================================

@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         "purged: seconds or 90s, 15m, 12h, 7d (default 7d); output objects are never deleted",
     )
     parser.add_argument(
+        "--model-log-retention",
+        help="how long model logs (the CloudWatch Logs API) are kept: seconds or 90s, 15m, "
+        "12h, 7d (default 7d)",
+    )
+    parser.add_argument(
+        "--model-log-max-bytes",
+        help="the most model log text kept, in bytes; the oldest go first (default 1073741824)",
+    )
+    parser.add_argument(
         "--container-allow-hosts",
         help="comma-separated hosts that http(s):// model container Images may name "
         "(loopback is allowed by default when listening on loopback)",

@@ -6,7 +6,9 @@ It is put together from parts that each do one job:
 * placement (``placement.py``): which instances this worker runs, and endpoint rollouts;
 * dispatch (``pools.py``, ``execution.py``): leasing requests for the running instances
   and running them, results written before each finish;
-* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention.
+* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention;
+* model logs (``model_logs.py``): the instances' lines shipped to the store, and their
+  retention.
 
 Wake-ups arrive through ``wake()`` (same process) or the WakeupChannel (other processes);
 polling is the slow fallback.
@@ -25,13 +27,21 @@ from sagequeue.autoscaling.autoscaler import Autoscaler
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.model_logs import FLUSH_SECONDS, LogRetention, LogShipper
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
 from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.domain.metrics import MetricClock
 from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
 from sagequeue.monitoring.sampler import BacklogSampler
-from sagequeue.ports import Clock, MetricsStore, ObjectStore, SystemClock, WakeupChannel
+from sagequeue.ports import (
+    Clock,
+    LogStore,
+    MetricsStore,
+    ObjectStore,
+    SystemClock,
+    WakeupChannel,
+)
 from sagequeue.runtimes import select_runtime
 
 log = logging.getLogger("sagequeue.worker")
@@ -44,7 +54,7 @@ SWEEP_SECONDS = 1.0
 STOP_GRACE_SECONDS = 25.0
 
 
-class WorkerStore(PlacementStore, MetricsStore, Protocol):
+class WorkerStore(PlacementStore, MetricsStore, LogStore, Protocol):
     """Everything a worker reads and writes in the shared store."""
 
 
@@ -88,6 +98,14 @@ class Worker:
             store, new_writer_id("worker"), self.metric_clock, clock=self.clock
         )
         self.executor = Executor(store, objects, settings, self.clock, self.recorder)
+        self.logs = LogShipper(store, self.clock)
+        self.log_retention = LogRetention(
+            store,
+            self.membership,
+            self.clock,
+            retention_seconds=settings.model_log_retention,
+            max_bytes=settings.model_log_max_bytes,
+        )
         self.sampler = BacklogSampler(
             store, self.membership, self.recorder, self.metric_clock, self.clock
         )
@@ -104,6 +122,7 @@ class Worker:
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
             stop_grace_seconds=stop_grace_seconds,
+            logs=self.logs,
         )
         self.sweeper = Sweeper(
             store,
@@ -137,6 +156,8 @@ class Worker:
             self._every(self._placement_seconds, self.placement.tick, "placement"),
             self._every(self._sweep_seconds, self.sweeper.sweep, "sweeper"),
             self._every(self._renew_seconds, self._renew, "renewer"),
+            self._every(FLUSH_SECONDS, self.logs.flush, "model log shipper"),
+            self._every(self.log_retention.every_seconds, self.log_retention.run, "log retention"),
         ]
         self.recorder.start()
         self._tasks += [
@@ -154,6 +175,7 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.placement.stop()
         await self.recorder.stop()
+        await self.logs.close()  # the instances' last lines
         try:
             await self.membership.leave()
         except Exception:

@@ -1,5 +1,6 @@
 """The front door: a raw ASGI app that authenticates every call with SigV4 and routes
-it by the credential scope's service (``sagemaker`` or ``s3``)."""
+it by the credential scope's service (``sagemaker``, ``s3``, and the other JSON APIs
+such as ``logs``)."""
 
 from __future__ import annotations
 

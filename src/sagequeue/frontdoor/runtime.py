@@ -67,6 +67,9 @@ class _StatusBody(msgspec.Struct, omit_defaults=True):
     FailureLocation: str
     EnqueuedTime: float
     Attempts: int
+    # The production variant chosen (by weight) when the request was accepted: the one
+    # that runs it (InvokeEndpoint's X-Amzn-Invoked-Production-Variant).
+    InvokedProductionVariant: str | None = None
     FailureReason: str | None = None
     StartTime: float | None = None
     EndTime: float | None = None
@@ -246,6 +249,7 @@ class RuntimeApi:
             FailureLocation=invocation.failure_location,
             EnqueuedTime=invocation.enqueued_at,
             Attempts=invocation.attempts,
+            InvokedProductionVariant=invocation.variant_name or None,
             FailureReason=invocation.failure_reason,
             StartTime=invocation.started_at,
             EndTime=invocation.finished_at,

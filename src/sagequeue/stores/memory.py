@@ -25,17 +25,19 @@ from sagequeue.ports import (
     ResourceKind,
     WorkerRecord,
 )
+from sagequeue.stores.memory_logs import MemoryLogs
 
 _QUEUED = InvocationStatus.QUEUED
 _IN_PROGRESS = InvocationStatus.IN_PROGRESS
 _InstanceKey = tuple[str, str, int, int]
 
 
-class MemoryStore:
-    """Implements ``QueueStore``, ``MetadataStore`` and ``FleetStore`` from
+class MemoryStore(MemoryLogs):
+    """Implements ``QueueStore``, ``MetadataStore``, ``FleetStore`` and ``LogStore`` from
     ``sagequeue.ports``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._invocations: dict[str, Invocation] = {}  # by request_id, in seq order
         self._next_seq = 1
         # (kind, name.lower()) -> stored resource (doc kept JSON-encoded, like the DB)

@@ -65,6 +65,7 @@ from sagequeue.ports import (
     ResourceKind,
     WorkerRecord,
 )
+from sagequeue.stores.postgres_logs import LOG_MIGRATION, PostgresLogs
 
 log = logging.getLogger("sagequeue.postgres")
 
@@ -307,6 +308,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    LOG_MIGRATION,  # model logs (CloudWatch Logs API): sagequeue.stores.postgres_logs
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -508,9 +510,9 @@ class _Pending:
         self.future = future
 
 
-class PostgresStore:
-    """Implements ``QueueStore``, ``MetadataStore`` and ``FleetStore`` (sagequeue.ports)
-    on PostgreSQL."""
+class PostgresStore(PostgresLogs):
+    """Implements ``QueueStore``, ``MetadataStore``, ``FleetStore`` and ``LogStore``
+    (sagequeue.ports) on PostgreSQL."""
 
     def __init__(
         self,

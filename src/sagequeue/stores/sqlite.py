@@ -54,6 +54,7 @@ from sagequeue.ports import (
     ResourceKind,
     WorkerRecord,
 )
+from sagequeue.stores.sqlite_logs import LOG_MIGRATION, SqliteLogs
 
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 MAX_GROUP_COMMIT_ROWS: Final = 2048  # bounds one transaction's size under a burst
@@ -245,6 +246,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    LOG_MIGRATION,  # model logs (CloudWatch Logs API): sagequeue.stores.sqlite_logs
 )
 
 _INSERT_INVOCATION: Final = f"""
@@ -547,8 +549,9 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], An
     return result
 
 
-class SqliteStore:
-    """Implements ``QueueStore`` and ``MetadataStore`` (sagequeue.ports) on SQLite."""
+class SqliteStore(SqliteLogs):
+    """Implements ``QueueStore``, ``MetadataStore``, ``FleetStore`` and ``LogStore``
+    (sagequeue.ports) on SQLite."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -602,6 +605,9 @@ class SqliteStore:
         future = loop.create_future()
         self._writer.jobs.put((kind, payload, future, loop))  # type: ignore[union-attr]
         return future
+
+    def _write_logs(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        return self._submit(_LEASE_TX, fn)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
