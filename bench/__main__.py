@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from bench import fleet, references, scenarios
+from bench import fleet, references, scaling, scenarios
 from bench.context import Bench
 from bench.report import Results, Row
 
@@ -37,6 +37,8 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "fleet-lease": fleet.fleet_lease,
     "fleet-dispatch": fleet.fleet_dispatch,
     "retention": fleet.retention,
+    "metrics": scaling.metrics_cost,
+    "coldstart": scaling.cold_start,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 14 * 60  # the whole run must stay under 15 minutes

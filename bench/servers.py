@@ -232,6 +232,7 @@ class Sagequeue:
     child: ChildProcess | None = None
     module: str = "sagequeue"  # bench.nostore: the same server without durable enqueue
     database: str | None = None  # --database (default: SQLite in the data dir)
+    extra_args: list[str] = field(default_factory=list)  # more ``serve`` flags
 
     @property
     def url(self) -> str:
@@ -256,6 +257,7 @@ class Sagequeue:
             argv += ["--config", str(self.config)]
         if self.database is not None:
             argv += ["--database", self.database]
+        argv += self.extra_args
         log = self.data_dir.parent / f"sagequeue-{self.role}-{self.port}.log"
         self.child = ChildProcess(argv, log, env={"SAGEQUEUE_CONFIG": ""}).start()
         if self.role == "worker":

@@ -30,9 +30,20 @@ class Application:
         self.objects = None
         self.worker = None
         self.control = None
+        self.cloudwatch = None
+        self.autoscaling = None
         self.wakeups: WakeupChannel | None = None
         self.change_notices: Any = None  # PostgresChangeNotices on PostgreSQL
         self.keys, self.generated_keys = load_access_keys(settings)
+        from sagequeue.domain.metrics import MetricClock
+        from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
+
+        self.metric_clock = MetricClock(settings.time_scale)
+        # The front door's counts (Invocations, 4XX / 5XX errors), written to the store
+        # every few seconds.
+        self.api_metrics = MetricsRecorder(
+            None, new_writer_id("api"), self.metric_clock, instance_counter=self._running
+        )
 
     async def start(self) -> None:
         from sagequeue.frontdoor.control import ControlPlane
@@ -51,7 +62,25 @@ class Application:
             self.change_notices = open_change_notices(self.store)
             if self.change_notices is not None:
                 await self.change_notices.start()
+            self.api_metrics.store = self.store
+            self.api_metrics.start()
             self.control = ControlPlane(self.store, settings)
+            from sagequeue.monitoring.cloudwatch import CloudWatch
+
+            self.cloudwatch = CloudWatch(
+                self.store,
+                region=settings.region,
+                account_id=settings.account_id,
+                metric_clock=self.metric_clock,
+            )
+            from sagequeue.autoscaling.operations import ApplicationAutoScaling
+
+            self.autoscaling = ApplicationAutoScaling(
+                self.store,
+                self.cloudwatch,
+                region=settings.region,
+                account_id=settings.account_id,
+            )
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
         if settings.runs_worker:
@@ -94,8 +123,15 @@ class Application:
                 settings.object_store_url,
             )
 
+    async def _running(self, endpoint_name: str) -> dict[str, int]:
+        from sagequeue.monitoring.backlog import running_instances
+
+        return await running_instances(self.store, endpoint_name)
+
     async def stop(self) -> None:
         self.ready = False
+        if self.settings.runs_api:
+            await self.api_metrics.stop()
         if self.worker is not None:
             await self.worker.stop()
             if self.worker.sender is not None:
@@ -131,7 +167,10 @@ class Application:
             self.wakeups.ring(endpoint_name)
 
     def frontdoor(self) -> FrontDoor:
+        from sagequeue.frontdoor.autoscaling import AutoScalingApi
+        from sagequeue.frontdoor.cloudwatch import CloudWatchApi
         from sagequeue.frontdoor.control import ControlApi
+        from sagequeue.frontdoor.logs import LogsApi
         from sagequeue.frontdoor.runtime import RuntimeApi
         from sagequeue.frontdoor.s3 import S3Api
 
@@ -142,19 +181,39 @@ class Application:
             body = msgspec.json.encode({"status": "ok" if app.ready else "starting"})
             return Response(status, [("content-type", "application/json")], body)
 
+        from sagequeue.frontdoor.prometheus import PrometheusEndpoint
+
         settings = self.settings
+        verifier = SigV4Verifier(self.keys, region=settings.region)
+        policies = key_policies(settings)
         return FrontDoor(
-            SigV4Verifier(self.keys, region=settings.region),
+            verifier,
             runtime=RuntimeApi(
                 lambda: app.store,
                 settings,
                 self.on_enqueued,
+                metrics=self.api_metrics,
                 change_notices=lambda: app.change_notices,
             ),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects, region=settings.region, account_id=settings.account_id),
-            policies=key_policies(settings),
+            services={
+                "monitoring": CloudWatchApi(
+                    lambda: app.cloudwatch,
+                    settings.region,
+                    settings.account_id,
+                    max_body=settings.max_control_body,
+                ),
+                "application-autoscaling": AutoScalingApi(
+                    lambda: app.autoscaling, max_body=settings.max_control_body
+                ),
+                "logs": LogsApi(lambda: app.store, settings),
+            },
+            policies=policies,
             ops={"/healthz": healthz},
+            metrics=PrometheusEndpoint(
+                lambda: app.store, verifier, policies, settings.metrics_token
+            ),
             on_startup=[self.start],
             on_shutdown=[self.stop],
         )

@@ -24,6 +24,9 @@ DEFAULT_ACCOUNT_ID = "000000000000"
 CREDENTIALS_PROFILE = "sagequeue"
 ROLES = ("all", "api", "worker")
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+# Model logs (the CloudWatch Logs API) are kept this long, and to at most this size.
+DEFAULT_MODEL_LOG_RETENTION_SECONDS = 7 * 24 * 3600
+DEFAULT_MODEL_LOG_MAX_BYTES = 1024**3
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
 # Failed notification deliveries are retried this long before they count as failed.
@@ -58,6 +61,10 @@ class Settings:
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS
     # Finished invocations are purged from the queue store this long after they ended.
     retention: float = DEFAULT_RETENTION_SECONDS
+    # Model logs (stdout / stderr of model instances and sagequeue's lines about them)
+    # are purged this long after they were written, oldest first past the size bound.
+    model_log_retention: float = DEFAULT_MODEL_LOG_RETENTION_SECONDS
+    model_log_max_bytes: int = DEFAULT_MODEL_LOG_MAX_BYTES
     # Hosts that http(s):// model container Images may name (loopback ones are allowed
     # without listing when the server listens on loopback; docs/security.md).
     container_allow_hosts: list[str] = field(default_factory=list)
@@ -76,6 +83,11 @@ class Settings:
     body_timeout: float = 30.0  # seconds without a byte while a body is being received
     max_connections: int = 1024  # open connections; more are refused with 503
     max_control_body: int = 1024 * 1024  # control-plane request body, bytes
+    # GET /metrics from anywhere but loopback needs this bearer token (or a signature).
+    metrics_token: str | None = None
+    # CloudWatch and Application Auto Scaling time runs this many times faster than real
+    # time (periods, alarm evaluation, cooldowns): for tests and demos, 1 in production.
+    time_scale: float = 1.0
     # Access keys declared inline in the config file (AccessKeyId -> SecretAccessKey).
     access_keys: dict[str, str] = field(default_factory=dict)
     # Policy documents of scoped keys (AccessKeyId -> IAM-style policy) and the user
@@ -134,6 +146,9 @@ _SCALARS: dict[str, Any] = {
     "body_timeout": float,
     "max_connections": int,
     "max_control_body": int,
+    "metrics_token": str,
+    "time_scale": float,
+    "model_log_max_bytes": int,
 }
 # Limits that must be positive (a zero or negative one would refuse everything).
 _POSITIVE = (
@@ -144,6 +159,8 @@ _POSITIVE = (
     "body_timeout",
     "max_connections",
     "max_control_body",
+    "time_scale",
+    "model_log_max_bytes",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -209,8 +226,13 @@ def load_settings(
     if retention is not None:
         settings.retention = parse_duration(retention, "retention")
     _load_notification_settings(settings, flags, environ, file_values)
+    model_log_retention = _first_given(flags, environ, file_values, "model_log_retention")
+    if model_log_retention is not None:
+        settings.model_log_retention = parse_duration(model_log_retention, "model_log_retention")
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
+    if not 1 <= settings.time_scale <= 3600:
+        raise ConfigError(f"time-scale must be between 1 and 3600, not {settings.time_scale:g}")
     if not 1 <= settings.worker_timeout <= 3600:
         raise ConfigError(
             f"worker-timeout must be between 1 and 3600 seconds, not {settings.worker_timeout:g}"

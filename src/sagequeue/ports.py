@@ -138,6 +138,10 @@ class QueueStore(Protocol):
         before ``finished_before`` (retention); returns how many. Short transactions, so
         a purge never holds up enqueue or lease for long."""
 
+    async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
+        """``enqueued_at`` of the first Queued invocation (FIFO order) of an endpoint
+        variant; None when none is queued. Cheap: the backlog metrics sample it."""
+
 
 # ======================================================================================
 # Notification outbox: SNS / webhook messages of finished requests, delivered at least
@@ -311,6 +315,11 @@ class ResourceKind(enum.StrEnum):
     MODEL = "model"
     ENDPOINT_CONFIG = "endpoint-config"
     ENDPOINT = "endpoint"
+    # CloudWatch and Application Auto Scaling documents (their names are case-sensitive:
+    # they are stored under a case-free key, see sagequeue.monitoring.cloudwatch).
+    ALARM = "alarm"
+    SCALABLE_TARGET = "scalable-target"
+    SCALING_POLICY = "scaling-policy"
 
 
 @dataclass(slots=True)
@@ -338,6 +347,59 @@ class MetadataStore(Protocol):
         bumps the version. Returns False on a concurrent change."""
 
     async def delete_resource(self, kind: ResourceKind, name: str) -> bool: ...
+
+
+# ======================================================================================
+# Metrics store: per-period aggregates of SageMaker's metrics, written by many processes
+# ======================================================================================
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    """The aggregate of one metric series over one period (CloudWatch's minute): what
+    one writer saw, or (read back) what all writers saw together."""
+
+    metric: str  # SageMaker's metric name, e.g. "TimeInBacklog"
+    endpoint_name: str  # as created (CloudWatch dimension values are case-sensitive)
+    variant_name: str  # "" for endpoint-level metrics (the backlog)
+    period_start: int  # epoch milliseconds; 0 in running totals
+    sum: float
+    count: float  # CloudWatch's SampleCount
+    minimum: float
+    maximum: float
+    # Latency histogram bucket counts (sagequeue.domain.metrics.LATENCY_BOUNDS_SECONDS);
+    # empty for counters and gauges.
+    buckets: tuple[int, ...] = ()
+
+
+class MetricsStore(Protocol):
+    """Metric aggregates kept per period and writer (so that no row is written by two
+    processes), plus each writer's running totals since it started (monotonic: what
+    Prometheus counters need). Reads merge the writers."""
+
+    async def record_metrics(self, writer: str, points: Sequence[MetricPoint]) -> None:
+        """Add ``points`` to ``writer``'s aggregates of their periods (sum and count
+        added, min and max widened, buckets added) and to its running totals, in one
+        transaction."""
+
+    async def read_metrics(
+        self,
+        start: int,
+        end: int,
+        *,
+        metrics: Sequence[str] | None = None,
+        endpoint_name: str | None = None,
+    ) -> list[MetricPoint]:
+        """Aggregates of periods starting in [start, end) (epoch ms), all writers merged,
+        ordered by (metric, endpoint, variant, period); optionally of some metrics or one
+        endpoint only."""
+
+    async def metric_totals(self) -> list[MetricPoint]:
+        """Running totals of every series, all writers merged (``period_start`` 0)."""
+
+    async def purge_metrics(self, before: int, limit: int) -> int:
+        """Delete up to ``limit`` period rows older than ``before`` (epoch ms); returns
+        how many (retention: the store stays bounded)."""
 
 
 # ======================================================================================
@@ -369,6 +431,87 @@ class ChangeNotices(Protocol):
         """Return when a notice that may concern this invocation came (True), or after
         ``timeout`` seconds (False)."""
         ...
+
+
+# ======================================================================================
+# Model logs: CloudWatch Logs-style groups, streams and events, in the shared store
+# ======================================================================================
+
+
+@dataclass(slots=True)
+class LogEvent:
+    """One line of a log stream. Times are epoch milliseconds, as in CloudWatch Logs."""
+
+    group: str  # /aws/sagemaker/Endpoints/<endpoint>
+    stream: str  # <variant>/<instance-id>[/data-log]
+    timestamp: int  # when it was printed
+    message: str
+    ingestion_time: int = 0  # when it was written to the store
+    seq: int = 0  # set by the store: unique and increasing (the event id)
+
+
+@dataclass(slots=True)
+class LogStreamInfo:
+    group: str
+    stream: str
+    created_at: int  # its first event's ingestion
+    first_event_at: int
+    last_event_at: int
+    last_ingestion_at: int
+    stored_bytes: int  # UTF-8 bytes of the messages it holds
+
+
+@dataclass(slots=True)
+class LogGroupInfo:
+    group: str
+    created_at: int  # its first stream's
+    stored_bytes: int
+
+
+# Events are read in (timestamp, seq) order; a position is such a pair.
+LogPosition = tuple[int, int]
+
+
+@dataclass(slots=True)
+class LogQuery:
+    """Which events of one group to read, and in which direction."""
+
+    group: str
+    streams: Sequence[str] | None = None  # only these streams (None: any)
+    stream_prefix: str = ""  # only streams whose names start with it
+    start: int | None = None  # timestamp >= start
+    end: int | None = None  # timestamp < end
+    after: LogPosition | None = None  # (timestamp, seq) > after
+    before: LogPosition | None = None  # (timestamp, seq) < before
+    newest_first: bool = False
+
+
+class LogStore(Protocol):
+    """Model instance logs, written in batches by workers on any host and read by any
+    API process. Groups and streams exist while they hold events."""
+
+    async def put_log_events(self, events: Sequence[LogEvent]) -> None:
+        """Append events in one transaction (their streams are created or extended);
+        sets each event's ``seq``. ``ingestion_time`` is the caller's."""
+
+    async def list_log_groups(self, prefix: str = "") -> list[LogGroupInfo]:
+        """Groups whose names start with ``prefix``, by name."""
+
+    async def list_log_streams(self, group: str, prefix: str = "") -> list[LogStreamInfo]:
+        """Streams of ``group`` whose names start with ``prefix``, by name."""
+
+    async def read_log_events(self, query: LogQuery, limit: int) -> list[LogEvent]:
+        """Up to ``limit`` events matching ``query``, oldest first (newest first with
+        ``newest_first``), ordered by (timestamp, seq)."""
+
+    async def purge_log_events(self, ingested_before: int, limit: int) -> int:
+        """Delete up to ``limit`` events written before ``ingested_before`` (retention by
+        age), oldest first in writing order up to the first written since, and the
+        streams left empty; returns how many events went."""
+
+    async def trim_log_events(self, max_bytes: int, limit: int) -> int:
+        """While the stored messages exceed ``max_bytes``, delete the oldest events (up
+        to ``limit``) and the streams left empty; returns how many went."""
 
 
 # ======================================================================================
@@ -472,10 +615,27 @@ class ModelInstance(Protocol):
     async def close(self) -> None: ...
 
 
+class InstanceLog(Protocol):
+    """Where one model instance's log lines go: its streams of the endpoint's log group
+    (sagequeue.domain.logs). Cheap and never blocking: lines are shipped in batches."""
+
+    @property
+    def instance_id(self) -> str: ...
+
+    def model_output(self, line: str) -> None:
+        """A line the model printed (its process's stdout or stderr)."""
+
+    def platform(self, line: str) -> None:
+        """A line of sagequeue's own about the instance or a request it runs."""
+
+
 class ModelRuntime(Protocol):
-    async def start_instance(self, model: dict[str, Any], max_concurrency: int) -> ModelInstance:
-        """Start an instance of a CreateModel document (DescribeModel shape).
-        Raises ModelInvocationError with a reason when the model cannot load."""
+    async def start_instance(
+        self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
+    ) -> ModelInstance:
+        """Start an instance of a CreateModel document (DescribeModel shape); what the
+        model prints goes to ``log`` (the server's stderr without one). Raises
+        ModelInvocationError with a reason when the model cannot load."""
 
 
 # ======================================================================================

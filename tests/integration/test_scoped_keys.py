@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,11 @@ KEYS = [
                     "Effect": "Allow",
                     "Action": "s3:GetObject",
                     "Resource": "arn:aws:s3:::inputs/team-a/*",
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+                    "Resource": "arn:aws:logs:*:*:log-group:/aws/sagemaker/Endpoints/fraud-*",
                 },
             ],
         },
@@ -326,3 +332,95 @@ def test_a_policy_that_cannot_be_evaluated_stops_the_start(tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert "the Policy of SQBAD" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_scoped_key_without_cloudwatch_actions_cannot_read_metrics_or_set_alarms(
+    server: ServerProcess,
+) -> None:
+    cloudwatch = client(server, "cloudwatch", INVOKE_ONLY)
+    code, status, message = error_of(cloudwatch.list_metrics, Namespace="AWS/SageMaker")
+    assert (code, status) == ("AccessDenied", 403)
+    assert "cloudwatch:ListMetrics on resource: *" in message
+    code, _, message = error_of(
+        cloudwatch.put_metric_alarm,
+        AlarmName="mine",
+        MetricName="ApproximateBacklogSize",
+        Namespace="AWS/SageMaker",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    assert code == "AccessDenied"
+    assert f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:mine" in message
+    assert client(server, "cloudwatch", ADMIN).describe_alarms()["MetricAlarms"] == []
+
+
+def test_scoped_key_without_autoscaling_actions_cannot_scale(server: ServerProcess) -> None:
+    autoscaling = client(server, "application-autoscaling", INVOKE_ONLY)
+    code, status, message = error_of(
+        autoscaling.register_scalable_target,
+        ServiceNamespace="sagemaker",
+        ResourceId="endpoint/fraud-detector/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=0,
+        MaxCapacity=9,
+    )
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert "application-autoscaling:RegisterScalableTarget" in message
+    allowed = client(server, "application-autoscaling", NO_DELETE)
+    assert allowed.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def test_metrics_take_a_signed_request_and_refuse_a_scoped_key_without_cloudwatch(
+    server: ServerProcess,
+) -> None:
+    def fetch(key: tuple[str, str]) -> int:
+        request = AWSRequest(method="GET", url=server.url + "/metrics")
+        SigV4Auth(Credentials(*key), "monitoring", "us-east-1").add_auth(request)
+        prepared = request.prepare()
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(prepared.url, headers=dict(prepared.headers)), timeout=10
+            ) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert fetch(ADMIN) == 200
+    assert fetch(INVOKE_ONLY) == 403
+    assert fetch((ADMIN[0], "wrong-secret-000000000000000000000000")) == 403
+
+
+def test_scoped_key_reads_the_logs_of_its_endpoints_only(server: ServerProcess) -> None:
+    runtime = client(server, "sagemaker-runtime", TEAM_A)
+    logs = client(server, "logs", TEAM_A)
+    inference_id = runtime.invoke_endpoint_async(
+        EndpointName="fraud-detector", Body=b'{"x": 2}', ContentType="application/json"
+    )["InferenceId"]
+    group = "/aws/sagemaker/Endpoints/fraud-detector"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            events = logs.filter_log_events(logGroupName=group, filterPattern=f'"{inference_id}"')
+        except ClientError as error:  # no line shipped yet: the group does not exist yet
+            assert error.response["Error"]["Code"] == "ResourceNotFoundException"
+            events = {"events": []}
+        if any("completed" in e["message"] for e in events["events"]):
+            break
+        assert time.monotonic() < deadline, "no log line of the request"
+        time.sleep(0.2)
+
+    code, status, message = error_of(
+        logs.filter_log_events, logGroupName="/aws/sagemaker/Endpoints/pricing"
+    )
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/team-a is not authorized to perform: "
+        f"logs:FilterLogEvents on resource: arn:aws:logs:us-east-1:{ACCOUNT}:log-group:"
+        "/aws/sagemaker/Endpoints/pricing:* because no identity-based policy allows the "
+        "logs:FilterLogEvents action"
+    )
+    code, _, _ = error_of(logs.describe_log_groups)
+    assert code == "AccessDeniedException"

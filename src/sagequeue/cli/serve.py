@@ -59,11 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
         "purged: seconds or 90s, 15m, 12h, 7d (default 7d); output objects are never deleted",
     )
     parser.add_argument(
+        "--model-log-retention",
+        help="how long model logs (the CloudWatch Logs API) are kept: seconds or 90s, 15m, "
+        "12h, 7d (default 7d)",
+    )
+    parser.add_argument(
+        "--model-log-max-bytes",
+        help="the most model log text kept, in bytes; the oldest go first (default 1073741824)",
+    )
+    parser.add_argument(
         "--container-allow-hosts",
         help="comma-separated hosts that http(s):// model container Images may name "
         "(loopback is allowed by default when listening on loopback)",
     )
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
+    parser.add_argument(
+        "--metrics-token",
+        help="bearer token that GET /metrics takes from clients not on loopback "
+        "(a SigV4-signed request works too; see docs/metrics.md)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        help="run CloudWatch and Application Auto Scaling time this many times faster "
+        "(periods, alarm evaluation, cooldowns) for tests and demos (default 1)",
+    )
     notify = parser.add_argument_group("notifications (see docs/notifications.md)")
     notify.add_argument(
         "--sns-endpoint-url",

@@ -6,7 +6,9 @@ It is put together from parts that each do one job:
 * placement (``placement.py``): which instances this worker runs, and endpoint rollouts;
 * dispatch (``pools.py``, ``execution.py``): leasing requests for the running instances
   and running them, results written before each finish;
-* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention.
+* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention;
+* model logs (``model_logs.py``): the instances' lines shipped to the store, and their
+  retention.
 
 Wake-ups arrive through ``wake()`` (same process) or the WakeupChannel (other processes);
 polling is the slow fallback.
@@ -21,15 +23,29 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from sagequeue.autoscaling.autoscaler import Autoscaler
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.model_logs import FLUSH_SECONDS, LogRetention, LogShipper
 from sagequeue.dispatch.notices import Notices
 from sagequeue.dispatch.outbox import OutboxSender
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
 from sagequeue.domain.errors import ServiceUnavailable
-from sagequeue.ports import Clock, Notifier, ObjectStore, OutboxStore, SystemClock, WakeupChannel
+from sagequeue.domain.metrics import MetricClock
+from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
+from sagequeue.monitoring.sampler import BacklogSampler
+from sagequeue.ports import (
+    Clock,
+    LogStore,
+    MetricsStore,
+    Notifier,
+    ObjectStore,
+    OutboxStore,
+    SystemClock,
+    WakeupChannel,
+)
 from sagequeue.runtimes import select_runtime
 
 log = logging.getLogger("sagequeue.worker")
@@ -44,8 +60,8 @@ STOP_GRACE_SECONDS = 25.0
 NOTIFY_GRACE_SECONDS = 5.0
 
 
-class WorkerStore(PlacementStore, OutboxStore, Protocol):
-    """Everything a worker keeps in the shared store."""
+class WorkerStore(PlacementStore, MetricsStore, LogStore, OutboxStore, Protocol):
+    """Everything a worker reads and writes in the shared store."""
 
 
 class Worker:
@@ -84,6 +100,10 @@ class Worker:
             timeout=worker_timeout or settings.worker_timeout,
             on_lost=self._lost,
         )
+        self.metric_clock = MetricClock(settings.time_scale)
+        self.recorder = MetricsRecorder(
+            store, new_writer_id("worker"), self.metric_clock, clock=self.clock
+        )
         # The outbox sender delivers notifications (none without a notifier: the
         # notifications still wait in the store for a worker that has one).
         self.sender = (
@@ -102,9 +122,22 @@ class Worker:
             objects,
             settings,
             self.clock,
+            self.recorder,
             notices=Notices(store, settings),
             on_notified=self.sender.wake if self.sender is not None else None,
         )
+        self.logs = LogShipper(store, self.clock)
+        self.log_retention = LogRetention(
+            store,
+            self.membership,
+            self.clock,
+            retention_seconds=settings.model_log_retention,
+            max_bytes=settings.model_log_max_bytes,
+        )
+        self.sampler = BacklogSampler(
+            store, self.membership, self.recorder, self.metric_clock, self.clock
+        )
+        self.autoscaler = Autoscaler(store, self.membership, self.metric_clock, self.clock)
         self.placement = Placement(
             store,
             objects,
@@ -117,6 +150,7 @@ class Worker:
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
             stop_grace_seconds=stop_grace_seconds,
+            logs=self.logs,
         )
         self.sweeper = Sweeper(
             store,
@@ -153,6 +187,13 @@ class Worker:
             self._every(self._placement_seconds, self.placement.tick, "placement"),
             self._every(self._sweep_seconds, self.sweeper.sweep, "sweeper"),
             self._every(self._renew_seconds, self._renew, "renewer"),
+            self._every(FLUSH_SECONDS, self.logs.flush, "model log shipper"),
+            self._every(self.log_retention.every_seconds, self.log_retention.run, "log retention"),
+        ]
+        self.recorder.start()
+        self._tasks += [
+            self._every(self.metric_clock.sample_seconds, self.sampler.sample, "sampler"),
+            self._every(self.metric_clock.sample_seconds, self.autoscaler.tick, "autoscaler"),
         ]
 
     async def stop(self) -> None:
@@ -166,6 +207,8 @@ class Worker:
         await self.placement.stop()
         if self.sender is not None:
             await self.sender.stop(NOTIFY_GRACE_SECONDS)
+        await self.recorder.stop()
+        await self.logs.close()  # the instances' last lines
         try:
             await self.membership.leave()
         except Exception:

@@ -85,6 +85,21 @@ class UnknownOperation(ServiceError):
     status = 400
 
 
+# --- CloudWatch Logs (json 1.1) -------------------------------------------------------
+class LogsResourceNotFound(ServiceError):
+    """A log group or stream that does not exist (CloudWatch Logs' code)."""
+
+    code = "ResourceNotFoundException"
+    status = 400
+
+
+class InvalidParameter(ServiceError):
+    """A CloudWatch Logs input error (its validation errors carry this code too)."""
+
+    code = "InvalidParameterException"
+    status = 400
+
+
 # --- S3 (rest-xml) -------------------------------------------------------------------
 class S3Error(ServiceError):
     """S3 error; ``code`` is S3's (NoSuchKey, NoSuchBucket, ...)."""
@@ -137,3 +152,55 @@ class AccessDenied(ServiceError):
         super().__init__(message)
         self.action = action
         self.resource = resource
+
+
+# --- CloudWatch (query / json 1.0 / smithy-rpc-v2-cbor) -------------------------------
+class InvalidParameterValue(ServiceError):
+    code = "InvalidParameterValue"
+    status = 400
+
+
+class MissingParameter(ServiceError):
+    code = "MissingParameter"
+    status = 400
+
+
+class InvalidParameterCombination(ServiceError):
+    code = "InvalidParameterCombination"
+    status = 400
+
+
+class CloudWatchNotFound(ServiceError):
+    code = "ResourceNotFound"
+    status = 404
+
+
+class LimitExceeded(ServiceError):
+    code = "LimitExceeded"
+    status = 400
+
+
+class InvalidNextToken(ServiceError):
+    code = "InvalidNextToken"
+    status = 400
+
+
+# --- Application Auto Scaling (json 1.1) --------------------------------------------
+class ObjectNotFound(ServiceError):
+    code = "ObjectNotFoundException"
+    status = 400
+
+
+class ConcurrentUpdate(ServiceError):
+    code = "ConcurrentUpdateException"
+    status = 400
+
+
+class AutoScalingLimitExceeded(ServiceError):
+    code = "LimitExceededException"
+    status = 400
+
+
+class FailedResourceAccess(ServiceError):
+    code = "FailedResourceAccessException"
+    status = 400

@@ -1,5 +1,6 @@
 """The front door: a raw ASGI app that authenticates every call with SigV4 and routes
-it by the credential scope's service (``sagemaker`` or ``s3``)."""
+it by the credential scope's service (``sagemaker``, ``s3``, and the other JSON APIs
+such as ``logs``)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,10 @@ class FrontDoor:
         runtime: JsonApiHandler,
         control: JsonApiHandler,
         s3: S3Handler,
+        services: dict[str, JsonApiHandler] | None = None,
         policies: dict[str, KeyPolicy] | None = None,
         ops: dict[str, OpsHandler] | None = None,
+        metrics: OpsHandler | None = None,
         on_startup: list[LifespanHook] | None = None,
         on_shutdown: list[LifespanHook] | None = None,
     ) -> None:
@@ -72,6 +75,10 @@ class FrontDoor:
         self.runtime = runtime
         self.control = control
         self.s3 = s3
+        # Other services by signing name ("monitoring", "application-autoscaling").
+        self.services = services or {}
+        # GET /metrics (Prometheus); it authenticates requests itself.
+        self.metrics = metrics
         # Access key id -> its policy; keys without one may do everything.
         self.policies = policies or {}
         self.ops = ops or {}
@@ -99,6 +106,7 @@ class FrontDoor:
                 headers=decode_headers(scope["headers"]),
                 request_id=new_id(),
                 receive=receive,
+                client_host=(scope.get("client") or (None,))[0],
             )
             response = await self.respond(request)
             await _send(send, response, request.method == "HEAD")
@@ -137,6 +145,8 @@ class FrontDoor:
         headers = request.headers
         protocol = _guess_protocol(request)
         try:
+            if request.path == "/metrics" and self.metrics is not None:
+                return await self.metrics(request)
             if method == "OPTIONS" and "authorization" not in headers:
                 # A browser's CORS preflight is never signed (its URL may be a presigned
                 # one): the S3 API answers it from the bucket's CORS rules.
@@ -169,13 +179,23 @@ class FrontDoor:
                     parts, method, request.raw_path, request.query_string, headers, payload_hash
                 )
                 return await self._s3(request)
-            if parts.service != "sagemaker":
+            handler: JsonApiHandler
+            if parts.service == "sagemaker":
+                handler = self.control if "x-amz-target" in headers else self.runtime
+                protocol = handler.protocol
+            elif parts.service in self.services:
+                handler = self.services[parts.service]
+                # An API with several wire protocols (CloudWatch) tells which one a
+                # request uses.
+                protocol_for = getattr(handler, "protocol_for", None)
+                protocol = protocol_for(request) if protocol_for else handler.protocol
+            else:
                 raise UnknownOperation(
                     f"Service '{parts.service}' is not offered here: this endpoint serves "
-                    "'sagemaker' (control plane and runtime) and 's3'."
+                    "'sagemaker' (control plane and runtime), 's3'"
+                    + "".join(f", '{name}'" for name in self.services)
+                    + "."
                 )
-            handler = self.control if "x-amz-target" in headers else self.runtime
-            protocol = handler.protocol
             # Everything the headers prove (a known key, a fresh date, this region) is
             # checked before a byte of the body is read, and a body longer than the API
             # takes is refused from its declared length.
@@ -258,8 +278,15 @@ class FrontDoor:
 
 def _guess_protocol(request: Request) -> WireProtocol:
     """The protocol to answer in before the signature tells the service."""
-    if "x-amz-target" in request.headers:
+    target = request.headers.get("x-amz-target", "")
+    if target.startswith("GraniteServiceVersion20100801."):
+        return WireProtocol.JSON_1_0
+    if request.path.startswith("/service/GraniteServiceVersion20100801/"):
+        return WireProtocol.RPC_V2_CBOR
+    if target:
         return WireProtocol.JSON
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return WireProtocol.QUERY
     if request.path.startswith("/endpoints/"):
         return WireProtocol.REST_JSON
     return WireProtocol.REST_XML

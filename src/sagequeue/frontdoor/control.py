@@ -39,6 +39,7 @@ from sagequeue.domain.resources import (
     IN_PROGRESS_STATUSES,
     SERVING_KEY,
     EndpointStatus,
+    apply_weights_and_capacities,
     endpoint_production_variants,
     public_view,
     resource_arn,
@@ -107,6 +108,7 @@ _ACTION_RESOURCES = {
     "CreateEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
     "DescribeEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
     "UpdateEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
+    "UpdateEndpointWeightsAndCapacities": (ResourceKind.ENDPOINT, "EndpointName"),
     "DeleteEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
 }
 
@@ -147,6 +149,7 @@ class ControlPlane:
             "DescribeEndpoint": self.describe_endpoint,
             "ListEndpoints": self.list_endpoints,
             "UpdateEndpoint": self.update_endpoint,
+            "UpdateEndpointWeightsAndCapacities": self.update_endpoint_weights_and_capacities,
             "DeleteEndpoint": self.delete_endpoint,
         }
 
@@ -481,6 +484,47 @@ class ControlPlane:
                 new_doc["ProductionVariants"] = endpoint_production_variants(
                     deployment["EndpointConfig"]
                 )
+            resource.doc = new_doc
+            if await self._store.update_resource(resource):
+                return {"EndpointArn": doc["EndpointArn"]}
+        raise ServiceUnavailable(f"Endpoint {name} is being changed concurrently; retry.")
+
+    async def update_endpoint_weights_and_capacities(
+        self, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Change variants' weights (at once: the runtime API picks variants by
+        CurrentWeight) and desired instance counts (placement starts or stops instances;
+        the endpoint is Updating until the counts run, as on SageMaker)."""
+        name = params["EndpointName"]
+        arn = self.arn(ResourceKind.ENDPOINT, name)
+        for _ in range(_UPDATE_ATTEMPTS):
+            resource = await self._require(ResourceKind.ENDPOINT, name)
+            doc = resource.doc
+            status = doc.get("EndpointStatus")
+            if status in IN_PROGRESS_STATUSES:
+                raise ValidationException(f'Cannot update in-progress endpoint "{arn}".')
+            if status != EndpointStatus.IN_SERVICE:
+                raise ValidationException(
+                    f'Cannot update endpoint "{arn}" in status {status}: only an InService '
+                    "endpoint's weights and capacities can change."
+                )
+            variants = apply_weights_and_capacities(
+                doc.get("ProductionVariants") or [],
+                params["DesiredWeightsAndCapacities"],
+                endpoint_arn=arn,
+                config_name=str(doc.get("EndpointConfigName")),
+            )
+            new_doc = dict(doc)
+            new_doc["ProductionVariants"] = variants
+            new_doc["EndpointStatus"] = str(EndpointStatus.UPDATING)
+            new_doc["LastModifiedTime"] = self._clock()
+            new_doc.pop("FailureReason", None)
+            if SERVING_KEY not in doc:
+                # Stored before deployments kept their serving generation.
+                new_doc[SERVING_KEY] = {
+                    "Generation": int(doc.get(GENERATION_KEY, 0)),
+                    "Deployment": doc.get(DEPLOYMENT_KEY),
+                }
             resource.doc = new_doc
             if await self._store.update_resource(resource):
                 return {"EndpointArn": doc["EndpointArn"]}

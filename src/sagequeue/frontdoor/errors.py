@@ -22,8 +22,28 @@ log = logging.getLogger(__name__)
 
 class WireProtocol(enum.Enum):
     REST_JSON = "rest-json"  # sagemaker-runtime
-    JSON = "json"  # sagemaker control plane (JSON 1.1)
+    JSON = "json"  # sagemaker control plane, application-autoscaling (JSON 1.1)
     REST_XML = "rest-xml"  # s3
+    JSON_1_0 = "json-1.0"  # cloudwatch (awsQueryCompatible)
+    RPC_V2_CBOR = "smithy-rpc-v2-cbor"  # cloudwatch (awsQueryCompatible)
+    QUERY = "query"  # cloudwatch
+
+
+# The query protocol's XML namespace (CloudWatch is the one query service here).
+QUERY_XML_NAMESPACE = "http://monitoring.amazonaws.com/doc/2010-08-01/"
+# CloudWatch's error shapes whose name differs from their query error code: the JSON
+# and CBOR protocols name the shape in "__type" and the code in x-amzn-query-error.
+_QUERY_COMPATIBLE_SHAPES = {
+    "InvalidParameterValue": "InvalidParameterValueException",
+    "MissingParameter": "MissingRequiredParameterException",
+    "InvalidParameterCombination": "InvalidParameterCombinationException",
+    "LimitExceeded": "LimitExceededFault",
+    "InternalServiceError": "InternalServiceFault",
+}
+_QUERY_AUTH: dict[AuthFailure, str] = {
+    AuthFailure.MISMATCH: "SignatureDoesNotMatch",
+    AuthFailure.UNKNOWN_KEY: "InvalidClientTokenId",
+}
 
 
 # (code, HTTP status) for each signature failure, per protocol family.
@@ -96,13 +116,21 @@ def error_response(
                 code = "AuthorizationQueryParametersError"
         else:
             code, status = _JSON_AUTH[exc.failure]
+            if protocol in _QUERY_COMPATIBLE:
+                code = _QUERY_AUTH.get(exc.failure, code)
+    elif isinstance(exc, AccessDenied) and protocol in _QUERY_COMPATIBLE:
+        code, status = "AccessDenied", 403
     elif isinstance(exc, AccessDenied) and protocol is not WireProtocol.REST_XML:
         # The JSON APIs' name and status for the same refusal (AWS's common errors).
         code, status = "AccessDeniedException", 400
+    elif protocol in _QUERY_COMPATIBLE and code == InternalFailure.code:
+        code = "InternalServiceError"
     # A message may quote a header value holding bytes that are not UTF-8.
     message = message.encode("utf-8", "replace").decode("utf-8")
     if protocol is WireProtocol.REST_XML:
         return _xml_error(code, status, message, request_id, resource, extra)
+    if protocol in _QUERY_COMPATIBLE:
+        return _query_compatible_error(protocol, code, status, message, request_id)
     body = msgspec.json.encode({"__type": code, "message": message})
     headers = [
         (
@@ -115,6 +143,40 @@ def error_response(
         ("x-amzn-errortype", code),
     ]
     return Response(status, headers, body)
+
+
+_QUERY_COMPATIBLE = (WireProtocol.QUERY, WireProtocol.JSON_1_0, WireProtocol.RPC_V2_CBOR)
+
+
+def _query_compatible_error(
+    protocol: WireProtocol, code: str, status: int, message: str, request_id: str
+) -> Response:
+    """CloudWatch's errors: XML in the query protocol; in JSON 1.0 and CBOR the error
+    shape in ``__type`` and the query code in ``x-amzn-query-error`` (botocore reads the
+    code from there for awsQueryCompatible services)."""
+    sender = status < 500
+    if protocol is WireProtocol.QUERY:
+        from sagequeue.frontdoor.wire_shapes import query_xml_error
+
+        body = query_xml_error(code, message, sender, QUERY_XML_NAMESPACE, request_id)
+        return Response(
+            status,
+            [("content-type", "text/xml"), ("x-amzn-requestid", request_id)],
+            body,
+        )
+    shape = _QUERY_COMPATIBLE_SHAPES.get(code, code)
+    document = {"__type": f"com.amazonaws.cloudwatch#{shape}", "message": message}
+    headers = [
+        ("x-amzn-requestid", request_id),
+        ("x-amzn-query-error", f"{code};{'Sender' if sender else 'Receiver'}"),
+    ]
+    if protocol is WireProtocol.RPC_V2_CBOR:
+        import cbor2
+
+        headers += [("content-type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor")]
+        return Response(status, headers, cbor2.dumps(document))
+    headers.append(("content-type", "application/x-amz-json-1.0"))
+    return Response(status, headers, msgspec.json.encode(document))
 
 
 def _xml_error(

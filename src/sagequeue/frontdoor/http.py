@@ -44,6 +44,8 @@ class Request:
     auth: AuthContext | None = None
     # The signing key's policy; None: the key may do everything.
     access: KeyPolicy | None = None
+    # The peer's address (from the ASGI scope); None when unknown.
+    client_host: str | None = None
     _query: dict[str, str] | None = field(default=None, repr=False)
     _query_list: list[tuple[str, str]] | None = field(default=None, repr=False)
     _body_consumed: bool = field(default=False, repr=False)

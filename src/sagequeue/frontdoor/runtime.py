@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import msgspec
@@ -35,6 +35,9 @@ from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.feed import invocation_events
 from sagequeue.frontdoor.http import Request, Response
 from sagequeue.ports import ChangeNotices, Invocation, MetadataStore, QueueStore, ResourceKind
+
+if TYPE_CHECKING:
+    from sagequeue.monitoring.recorder import MetricsSink
 
 # How long an endpoint document read from the store is reused: the hot path must not
 # read the store for every request, and a control-plane change shows up this late.
@@ -68,6 +71,9 @@ class _StatusBody(msgspec.Struct, omit_defaults=True):
     FailureLocation: str
     EnqueuedTime: float
     Attempts: int
+    # The production variant chosen (by weight) when the request was accepted: the one
+    # that runs it (InvokeEndpoint's X-Amzn-Invoked-Production-Variant).
+    InvokedProductionVariant: str | None = None
     FailureReason: str | None = None
     StartTime: float | None = None
     EndTime: float | None = None
@@ -96,6 +102,7 @@ class RuntimeApi:
         *,
         clock: Callable[[], float] = time.monotonic,
         change_notices: Callable[[], ChangeNotices | None] = lambda: None,
+        metrics: MetricsSink | None = None,
     ) -> None:
         self._get_store = get_store
         self._settings = settings
@@ -104,6 +111,7 @@ class RuntimeApi:
         self._change_notices = change_notices
         # Set when the server stops: event feeds end, so that no stream holds it up.
         self._stopping: asyncio.Event | None = None
+        self._metrics = metrics
         # endpoint name -> (valid until (monotonic), document or None when missing)
         self._endpoints: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
@@ -121,7 +129,13 @@ class RuntimeApi:
         if name is not None and inference_id is None and request.method == "POST":
             if request.access is not None:
                 request.authorize(INVOKE_ACTION, self._endpoint_arn(name))
-            return await self._invoke_async(request, name)
+            if self._metrics is None:
+                return await self._invoke_async(request, name)
+            try:
+                return await self._invoke_async(request, name)
+            except Exception as exc:
+                await self._count_error(name, exc)
+                raise
         if name is not None and inference_id is not None and request.method == "GET":
             if request.access is not None:
                 request.authorize(STATUS_ACTION, self._endpoint_arn(name))
@@ -180,25 +194,26 @@ class RuntimeApi:
             output_path, failure_path, valid.filename or request_id, valid.s3_output_path_extension
         )
         inference_id = valid.inference_id or request_id
-        await store.enqueue(
-            Invocation(
-                request_id=request_id,
-                inference_id=inference_id,
-                endpoint_name=endpoint["EndpointName"],
-                output_location=locations.output_location,
-                failure_location=locations.failure_location,
-                input_location=valid.input_location,
-                inline_body=valid.body,
-                content_type=valid.content_type,
-                accept=valid.accept,
-                custom_attributes=valid.custom_attributes,
-                request_ttl_seconds=valid.request_ttl_seconds,
-                invocation_timeout_seconds=valid.invocation_timeout_seconds,
-                enqueued_at=time.time(),
-                variant_name=choose_variant(endpoint, random.random()),
-            )
+        invocation = Invocation(
+            request_id=request_id,
+            inference_id=inference_id,
+            endpoint_name=endpoint["EndpointName"],
+            output_location=locations.output_location,
+            failure_location=locations.failure_location,
+            input_location=valid.input_location,
+            inline_body=valid.body,
+            content_type=valid.content_type,
+            accept=valid.accept,
+            custom_attributes=valid.custom_attributes,
+            request_ttl_seconds=valid.request_ttl_seconds,
+            invocation_timeout_seconds=valid.invocation_timeout_seconds,
+            enqueued_at=time.time(),
+            variant_name=choose_variant(endpoint, random.random()),
         )
+        await store.enqueue(invocation)
         self._on_enqueued(endpoint["EndpointName"])
+        if self._metrics is not None:
+            self._metrics.count("Invocations", endpoint["EndpointName"], invocation.variant_name)
         return Response(
             202,
             [
@@ -209,6 +224,22 @@ class RuntimeApi:
             ],
             _encode({"InferenceId": inference_id}),
         )
+
+    async def _count_error(self, endpoint_name: str, exc: Exception) -> None:
+        """Invocation4XXErrors / Invocation5XXErrors of a refused request to an endpoint
+        that takes requests (made-up names make no metric series), attributed to the
+        variant that would have served it."""
+        assert self._metrics is not None
+        status = exc.status if isinstance(exc, ServiceError) else 500
+        try:
+            endpoint = await self._endpoint(self._get_store(), endpoint_name)
+        except Exception:
+            return
+        if endpoint is None or endpoint.get("EndpointStatus") not in INVOCABLE_STATUSES:
+            return
+        metric = "Invocation4XXErrors" if status < 500 else "Invocation5XXErrors"
+        variant = choose_variant(endpoint, random.random())
+        self._metrics.count(metric, endpoint["EndpointName"], variant)
 
     async def _endpoint(self, store: RuntimeStore, name: str) -> dict[str, Any] | None:
         now = self._clock()
@@ -272,6 +303,7 @@ def status_json(invocation: Invocation) -> bytes:
             FailureLocation=invocation.failure_location,
             EnqueuedTime=invocation.enqueued_at,
             Attempts=invocation.attempts,
+            InvokedProductionVariant=invocation.variant_name or None,
             FailureReason=invocation.failure_reason,
             StartTime=invocation.started_at,
             EndTime=invocation.finished_at,

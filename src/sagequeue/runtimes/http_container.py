@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from sagequeue.domain.containers import ContainerUrlError, check_container_host
-from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse
+from sagequeue.ports import InstanceLog, ModelInvocationError, ModelRequest, ModelResponse
 from sagequeue.runtimes.http_client import HttpError, request
 
 PING_TIMEOUT_SECONDS = 30.0
@@ -35,8 +35,10 @@ class HttpContainerRuntime:
         self._server_host = server_host
 
     async def start_instance(
-        self, model: dict[str, Any], max_concurrency: int
+        self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
     ) -> HttpContainerInstance:
+        """The container's own output is not ours to capture: ``log`` gets sagequeue's
+        lines only."""
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         try:
             base_url = check_container_host(
@@ -50,6 +52,8 @@ class HttpContainerRuntime:
         while True:
             problem = await instance.ping()
             if problem is None:
+                if log is not None:
+                    log.platform(f"The container at {base_url} answers GET /ping")
                 return instance
             last_problem = problem
             if time.monotonic() >= deadline:

@@ -14,28 +14,32 @@ from collections.abc import Sequence
 import msgspec
 
 from sagequeue.domain.errors import InternalFailure
+from sagequeue.domain.metrics import combine, merge_points
 from sagequeue.ports import (
     InstanceClaim,
     InstanceState,
     Invocation,
     InvocationStatus,
+    MetricPoint,
     NotificationState,
     OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
 )
+from sagequeue.stores.memory_logs import MemoryLogs
 
 _QUEUED = InvocationStatus.QUEUED
 _IN_PROGRESS = InvocationStatus.IN_PROGRESS
 _InstanceKey = tuple[str, str, int, int]
 
 
-class MemoryStore:
-    """Implements ``QueueStore``, ``MetadataStore`` and ``FleetStore`` from
+class MemoryStore(MemoryLogs):
+    """Implements ``QueueStore``, ``MetadataStore``, ``FleetStore`` and ``LogStore`` from
     ``sagequeue.ports``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._invocations: dict[str, Invocation] = {}  # by request_id, in seq order
         self._next_seq = 1
         # (kind, name.lower()) -> stored resource (doc kept JSON-encoded, like the DB)
@@ -46,6 +50,10 @@ class MemoryStore:
         self._outbox: dict[str, OutboxMessage] = {}  # by message_id, in seq order
         self._next_outbox_seq = 1
         self._notification_failures: dict[str, int] = {}
+        # (period_start, metric, endpoint, variant, writer) -> aggregate; and totals by
+        # (metric, endpoint, variant, writer)
+        self._metric_points: dict[tuple[int, str, str, str, str], MetricPoint] = {}
+        self._metric_totals: dict[tuple[str, str, str, str], MetricPoint] = {}
 
     async def open(self) -> None:
         """Nothing to open; present so the fake can stand in for SqliteStore."""
@@ -188,6 +196,16 @@ class MemoryStore:
             del self._invocations[inv.request_id]
         return min(len(old), max(limit, 0))
 
+    async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
+        for inv in self._invocations.values():
+            if (
+                inv.status is _QUEUED
+                and inv.endpoint_name == endpoint_name
+                and inv.variant_name == variant_name
+            ):
+                return inv.enqueued_at
+        return None
+
     def _take(self, inv: Invocation, owner: str, lease_seconds: float, now: float) -> Invocation:
         inv.status = _IN_PROGRESS
         inv.lease_owner = owner
@@ -293,6 +311,48 @@ class MemoryStore:
         ):
             return None
         return message
+
+    # ---------------------------------------------------------------- MetricsStore
+    async def record_metrics(self, writer: str, points: Sequence[MetricPoint]) -> None:
+        for point in points:
+            series = (point.metric, point.endpoint_name, point.variant_name)
+            key = (point.period_start, *series, writer)
+            have = self._metric_points.get(key)
+            self._metric_points[key] = (
+                dataclasses.replace(point, buckets=tuple(point.buckets))
+                if have is None
+                else combine(have, point)
+            )
+            total = dataclasses.replace(point, period_start=0, buckets=tuple(point.buckets))
+            have_total = self._metric_totals.get((*series, writer))
+            self._metric_totals[(*series, writer)] = (
+                total if have_total is None else combine(have_total, total)
+            )
+
+    async def read_metrics(
+        self,
+        start: int,
+        end: int,
+        *,
+        metrics: Sequence[str] | None = None,
+        endpoint_name: str | None = None,
+    ) -> list[MetricPoint]:
+        return merge_points(
+            point
+            for point in self._metric_points.values()
+            if start <= point.period_start < end
+            and (metrics is None or point.metric in metrics)
+            and (endpoint_name is None or point.endpoint_name == endpoint_name)
+        )
+
+    async def metric_totals(self) -> list[MetricPoint]:
+        return merge_points(self._metric_totals.values())
+
+    async def purge_metrics(self, before: int, limit: int) -> int:
+        old = sorted(key for key in self._metric_points if key[0] < before)[: max(limit, 0)]
+        for key in old:
+            del self._metric_points[key]
+        return len(old)
 
     # ---------------------------------------------------------------- FleetStore
     async def register_worker(self, worker: WorkerRecord) -> None:

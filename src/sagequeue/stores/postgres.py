@@ -54,17 +54,20 @@ import psycopg.conninfo
 import psycopg_pool
 
 from sagequeue.domain.errors import InternalFailure, ServiceUnavailable, StartupError
+from sagequeue.domain.metrics import merge_points
 from sagequeue.ports import (
     InstanceClaim,
     InstanceState,
     Invocation,
     InvocationStatus,
+    MetricPoint,
     NotificationState,
     OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
 )
+from sagequeue.stores.postgres_logs import LOG_MIGRATION, PostgresLogs
 
 log = logging.getLogger("sagequeue.postgres")
 
@@ -277,6 +280,41 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
     ),
     (
+        # Metrics: per-period aggregates, one row per writer process (no row is hot).
+        """
+        CREATE TABLE metric_points (
+            period_start bigint NOT NULL,  -- epoch ms
+            metric text NOT NULL,
+            endpoint_name text NOT NULL,
+            variant_name text NOT NULL,
+            writer text NOT NULL,
+            sum double precision NOT NULL,
+            count double precision NOT NULL,
+            minimum double precision NOT NULL,
+            maximum double precision NOT NULL,
+            buckets bigint[] NOT NULL,  -- histogram bucket counts; empty for none
+            PRIMARY KEY (period_start, metric, endpoint_name, variant_name, writer)
+        )
+        """,
+        "CREATE INDEX metric_points_series ON metric_points (metric, endpoint_name, period_start)",
+        # Each writer's running totals (never purged: Prometheus counters).
+        """
+        CREATE TABLE metric_totals (
+            metric text NOT NULL,
+            endpoint_name text NOT NULL,
+            variant_name text NOT NULL,
+            writer text NOT NULL,
+            sum double precision NOT NULL,
+            count double precision NOT NULL,
+            minimum double precision NOT NULL,
+            maximum double precision NOT NULL,
+            buckets bigint[] NOT NULL,
+            PRIMARY KEY (metric, endpoint_name, variant_name, writer)
+        )
+        """,
+    ),
+    LOG_MIGRATION,  # model logs (CloudWatch Logs API): sagequeue.stores.postgres_logs
+    (
         # Notification outbox (written by finish, in its transaction; notify branch).
         """
         CREATE TABLE notification_outbox (
@@ -474,6 +512,47 @@ _PURGE_OUTBOX: Final = """
         ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED
     ))
 """
+_OLDEST_QUEUED: Final = """
+    SELECT enqueued_at FROM invocations
+    WHERE endpoint_name = %s AND variant_name = %s AND status = 'Queued'
+    ORDER BY seq LIMIT 1
+"""
+# One writer's aggregate merged into its row: sums and counts added, min / max widened,
+# histogram buckets added element by element.
+_MERGE_SET: Final = """
+    sum = m.sum + excluded.sum,
+    count = m.count + excluded.count,
+    minimum = least(m.minimum, excluded.minimum),
+    maximum = greatest(m.maximum, excluded.maximum),
+    buckets = CASE
+        WHEN cardinality(m.buckets) = 0 THEN excluded.buckets
+        WHEN cardinality(excluded.buckets) = 0 THEN m.buckets
+        ELSE ARRAY(
+            SELECT coalesce(a, 0) + coalesce(b, 0)
+            FROM unnest(m.buckets, excluded.buckets) WITH ORDINALITY AS t(a, b, i)
+            ORDER BY i
+        )
+    END
+"""
+_MERGE_POINT: Final = f"""
+    INSERT INTO metric_points AS m (period_start, metric, endpoint_name, variant_name, writer,
+        sum, count, minimum, maximum, buckets)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (period_start, metric, endpoint_name, variant_name, writer) DO UPDATE SET
+    {_MERGE_SET}
+"""
+_MERGE_TOTAL: Final = f"""
+    INSERT INTO metric_totals AS m (metric, endpoint_name, variant_name, writer,
+        sum, count, minimum, maximum, buckets)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (metric, endpoint_name, variant_name, writer) DO UPDATE SET
+    {_MERGE_SET}
+"""
+_PURGE_METRICS: Final = """
+    DELETE FROM metric_points WHERE ctid IN (
+        SELECT ctid FROM metric_points WHERE period_start < %s ORDER BY period_start LIMIT %s
+    )
+"""
 _RESOURCE_COLUMNS: Final = "kind, name, doc::text, version, created_at"
 _WORKER_COLUMNS: Final = (
     "worker_id, host, pid, max_instances, endpoints, started_at, heartbeat_at, heartbeat_expires_at"
@@ -528,6 +607,13 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(f"The queue store is unavailable ({_first_line(exc)}); retry.")
 
 
+def _to_point(row: Sequence[Any]) -> MetricPoint:
+    metric, endpoint, variant, start, total, count, minimum, maximum, buckets = row
+    return MetricPoint(
+        metric, endpoint, variant, int(start), total, count, minimum, maximum, tuple(buckets)
+    )
+
+
 def _store_error(exc: psycopg.Error) -> InternalFailure:
     return InternalFailure(f"queue store: {_first_line(exc)}")
 
@@ -540,9 +626,9 @@ class _Pending:
         self.future = future
 
 
-class PostgresStore:
-    """Implements ``QueueStore``, ``MetadataStore`` and ``FleetStore`` (sagequeue.ports)
-    on PostgreSQL."""
+class PostgresStore(PostgresLogs):
+    """Implements ``QueueStore``, ``MetadataStore``, ``FleetStore`` and ``LogStore``
+    (sagequeue.ports) on PostgreSQL."""
 
     def __init__(
         self,
@@ -916,6 +1002,74 @@ class PostgresStore:
         later = max(delivered_before, failed_before)
         params = (later, delivered_before, failed_before, limit)
         return await self._rowcount(_PURGE_OUTBOX, params)
+
+    async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
+        rows = await self._fetchall(_OLDEST_QUEUED, (endpoint_name, variant_name))
+        return float(rows[0][0]) if rows else None
+
+    # ---------------------------------------------------------------- MetricsStore
+    async def record_metrics(self, writer: str, points: Sequence[MetricPoint]) -> None:
+        if not points:
+            return
+        # Sorted, so that two flushes of one writer lock its rows in the same order.
+        ordered = sorted(
+            points, key=lambda p: (p.period_start, p.metric, p.endpoint_name, p.variant_name)
+        )
+        point_rows = [
+            (
+                p.period_start,
+                p.metric,
+                p.endpoint_name,
+                p.variant_name,
+                writer,
+                p.sum,
+                p.count,
+                p.minimum,
+                p.maximum,
+                list(p.buckets),
+            )
+            for p in ordered
+        ]
+        total_rows = [row[1:] for row in point_rows]
+        total_rows.sort(key=lambda row: row[:3])
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(_MERGE_POINT, point_rows)
+            await cursor.executemany(_MERGE_TOTAL, total_rows)
+
+    async def read_metrics(
+        self,
+        start: int,
+        end: int,
+        *,
+        metrics: Sequence[str] | None = None,
+        endpoint_name: str | None = None,
+    ) -> list[MetricPoint]:
+        sql = (
+            "SELECT metric, endpoint_name, variant_name, period_start, sum, count, minimum, "
+            "maximum, buckets FROM metric_points WHERE period_start >= %s AND period_start < %s"
+        )
+        params: list[Any] = [start, end]
+        if metrics is not None:
+            if not metrics:
+                return []
+            sql += " AND metric = ANY(%s)"
+            params.append(list(metrics))
+        if endpoint_name is not None:
+            sql += " AND endpoint_name = %s"
+            params.append(endpoint_name)
+        return merge_points(_to_point(row) for row in await self._fetchall(sql, params))
+
+    async def metric_totals(self) -> list[MetricPoint]:
+        sql = (
+            "SELECT metric, endpoint_name, variant_name, 0, sum, count, minimum, maximum, "
+            "buckets FROM metric_totals"
+        )
+        return merge_points(_to_point(row) for row in await self._fetchall(sql))
+
+    async def purge_metrics(self, before: int, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        return await self._rowcount(_PURGE_METRICS, (before, limit))
 
     # ---------------------------------------------------------------- FleetStore
     async def register_worker(self, worker: WorkerRecord) -> None:

@@ -43,17 +43,20 @@ from typing import Any, Final
 import msgspec
 
 from sagequeue.domain.errors import InternalFailure, ServiceUnavailable, StartupError
+from sagequeue.domain.metrics import add_buckets, merge_points
 from sagequeue.ports import (
     InstanceClaim,
     InstanceState,
     Invocation,
     InvocationStatus,
+    MetricPoint,
     NotificationState,
     OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
 )
+from sagequeue.stores.sqlite_logs import LOG_MIGRATION, SqliteLogs
 
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 MAX_GROUP_COMMIT_ROWS: Final = 2048  # bounds one transaction's size under a burst
@@ -209,6 +212,44 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
     ),
     (
+        # Metrics: per-period aggregates, one row per writer process (no row is hot).
+        """
+        CREATE TABLE metric_points (
+            period_start INTEGER NOT NULL,  -- epoch ms
+            metric TEXT NOT NULL,
+            endpoint_name TEXT NOT NULL,
+            variant_name TEXT NOT NULL,
+            writer TEXT NOT NULL,
+            sum REAL NOT NULL,
+            count REAL NOT NULL,
+            minimum REAL NOT NULL,
+            maximum REAL NOT NULL,
+            buckets TEXT NOT NULL,  -- histogram bucket counts joined by ","; '' for none
+            PRIMARY KEY (period_start, metric, endpoint_name, variant_name, writer)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX metric_points_series
+        ON metric_points (metric, endpoint_name, period_start)
+        """,
+        # Each writer's running totals (never purged: Prometheus counters).
+        """
+        CREATE TABLE metric_totals (
+            metric TEXT NOT NULL,
+            endpoint_name TEXT NOT NULL,
+            variant_name TEXT NOT NULL,
+            writer TEXT NOT NULL,
+            sum REAL NOT NULL,
+            count REAL NOT NULL,
+            minimum REAL NOT NULL,
+            maximum REAL NOT NULL,
+            buckets TEXT NOT NULL,
+            PRIMARY KEY (metric, endpoint_name, variant_name, writer)
+        ) WITHOUT ROWID
+        """,
+    ),
+    LOG_MIGRATION,  # model logs (CloudWatch Logs API): sagequeue.stores.sqlite_logs
+    (
         # Notification outbox (written by finish, in its transaction; notify branch).
         """
         CREATE TABLE notification_outbox (
@@ -335,6 +376,11 @@ _PURGE_FINISHED: Final = """
         WHERE status IN ('Completed', 'Failed', 'Expired') AND finished_at < ?
         ORDER BY finished_at LIMIT ?
     )
+"""
+_OLDEST_QUEUED: Final = """
+    SELECT enqueued_at FROM invocations
+    WHERE endpoint_name = ? AND variant_name = ? AND status = 'Queued'
+    ORDER BY seq LIMIT 1
 """
 _GET: Final = f"""
     SELECT {_COLUMNS} FROM invocations
@@ -594,8 +640,9 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], An
     return result
 
 
-class SqliteStore:
-    """Implements ``QueueStore`` and ``MetadataStore`` (sagequeue.ports) on SQLite."""
+class SqliteStore(SqliteLogs):
+    """Implements ``QueueStore``, ``MetadataStore``, ``FleetStore`` and ``LogStore``
+    (sagequeue.ports) on SQLite."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -649,6 +696,9 @@ class SqliteStore:
         future = loop.create_future()
         self._writer.jobs.put((kind, payload, future, loop))  # type: ignore[union-attr]
         return future
+
+    def _write_logs(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        return self._submit(_LEASE_TX, fn)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
@@ -883,6 +933,71 @@ class SqliteStore:
             _LEASE_TX, lambda conn: conn.execute(_PURGE_OUTBOX, params).rowcount
         )
 
+    async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
+        row = await self._read(
+            lambda conn: conn.execute(_OLDEST_QUEUED, (endpoint_name, variant_name)).fetchone()
+        )
+        return row[0] if row is not None else None
+
+    # ---------------------------------------------------------------- MetricsStore
+    async def record_metrics(self, writer: str, points: Sequence[MetricPoint]) -> None:
+        if not points:
+            return
+        rows = [_metric_row(point) for point in points]
+
+        def record(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                _merge_metric(conn, "metric_points", _POINT_KEY, (row[3], *row[:3], writer), row)
+                _merge_metric(conn, "metric_totals", _TOTAL_KEY, (*row[:3], writer), row)
+
+        await self._submit(_LEASE_TX, record)
+
+    async def read_metrics(
+        self,
+        start: int,
+        end: int,
+        *,
+        metrics: Sequence[str] | None = None,
+        endpoint_name: str | None = None,
+    ) -> list[MetricPoint]:
+        sql = (
+            "SELECT metric, endpoint_name, variant_name, period_start, sum, count, minimum, "
+            "maximum, buckets FROM metric_points WHERE period_start >= ? AND period_start < ?"
+        )
+        params: list[Any] = [start, end]
+        if metrics is not None:
+            if not metrics:
+                return []
+            sql += f" AND metric IN ({', '.join('?' * len(metrics))})"
+            params.extend(metrics)
+        if endpoint_name is not None:
+            sql += " AND endpoint_name = ?"
+            params.append(endpoint_name)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return merge_points(_to_point(row) for row in rows)
+
+    async def metric_totals(self) -> list[MetricPoint]:
+        sql = (
+            "SELECT metric, endpoint_name, variant_name, 0, sum, count, minimum, maximum, "
+            "buckets FROM metric_totals"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql).fetchall())
+        return merge_points(_to_point(row) for row in rows)
+
+    async def purge_metrics(self, before: int, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        sql = """
+            DELETE FROM metric_points WHERE (period_start, metric, endpoint_name,
+                variant_name, writer) IN (
+                SELECT period_start, metric, endpoint_name, variant_name, writer
+                FROM metric_points WHERE period_start < ? ORDER BY period_start LIMIT ?
+            )
+        """
+        return await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(sql, (before, limit)).rowcount
+        )
+
     # ---------------------------------------------------------------- FleetStore
     async def register_worker(self, worker: WorkerRecord) -> None:
         params = (
@@ -1036,6 +1151,58 @@ class SqliteStore:
         params = (str(kind), name.lower())
         changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
+
+
+_POINT_KEY: Final = (
+    "period_start = ? AND metric = ? AND endpoint_name = ? AND variant_name = ? AND writer = ?"
+)
+_TOTAL_KEY: Final = "metric = ? AND endpoint_name = ? AND variant_name = ? AND writer = ?"
+
+
+def _metric_row(point: MetricPoint) -> tuple[Any, ...]:
+    return (
+        point.metric,
+        point.endpoint_name,
+        point.variant_name,
+        point.period_start,
+        point.sum,
+        point.count,
+        point.minimum,
+        point.maximum,
+        ",".join(map(str, point.buckets)),
+    )
+
+
+def _merge_metric(
+    conn: sqlite3.Connection, table: str, key_sql: str, key: tuple[Any, ...], row: tuple[Any, ...]
+) -> None:
+    """Add one aggregate to a writer's row (only that writer writes it: read, merge,
+    write in the writer's transaction). ``key`` holds the values of ``key_sql``."""
+    total, count, minimum, maximum, buckets = row[4:]
+    found = conn.execute(
+        f"SELECT sum, count, minimum, maximum, buckets FROM {table} WHERE {key_sql}", key
+    ).fetchone()
+    if found is not None:
+        total += found[0]
+        count += found[1]
+        minimum = min(minimum, found[2])
+        maximum = max(maximum, found[3])
+        buckets = ",".join(map(str, add_buckets(_parse_buckets(found[4]), _parse_buckets(buckets))))
+    key_columns = key_sql.replace(" = ?", "").replace(" AND ", ", ")
+    conn.execute(
+        f"INSERT OR REPLACE INTO {table} ({key_columns}, sum, count, minimum, maximum, buckets) "
+        f"VALUES ({', '.join('?' * (len(key) + 5))})",
+        (*key, total, count, minimum, maximum, buckets),
+    )
+
+
+def _parse_buckets(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split(",")) if text else ()
+
+
+def _to_point(row: Sequence[Any]) -> MetricPoint:
+    *head, buckets = row
+    return MetricPoint(*head, buckets=_parse_buckets(buckets))
 
 
 def _in_fifo_order(rows: list[Any]) -> list[Invocation]:
