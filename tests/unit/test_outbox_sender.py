@@ -135,8 +135,10 @@ async def test_a_failed_delivery_is_retried_after_a_backoff_and_then_delivered()
 async def test_a_message_failing_past_the_retry_period_is_failed_and_counted() -> None:
     store, notifier, clock = MemoryStore(), ScriptedNotifier(failures=100), Clock()
     (message_id,) = await recorded(store, 1)
+    counted: list[tuple[str, str, str]] = []
+    sink = type("Sink", (), {"count": lambda self, *key: counted.append(key)})()
     # The next pause (retry_delay(1, 0) = 0.5 s) would end past a 0.3 s retry period.
-    running = sender(store, notifier, clock, retry_for=0.3)
+    running = sender(store, notifier, clock, retry_for=0.3, metrics=sink)
     running.start()
     try:
         await until(lambda: notifier.attempts.get(message_id) == 1)
@@ -150,6 +152,7 @@ async def test_a_message_failing_past_the_retry_period_is_failed_and_counted() -
     assert message.state is NotificationState.FAILED
     assert message.last_error == "HTTP 500"
     assert await store.notification_failure_counts() == {"ep": 1}
+    assert counted == [("NotificationFailures", "ep", "")]  # the metric, per endpoint
     assert notifier.attempts[message_id] == 1
 
 

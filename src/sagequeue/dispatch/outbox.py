@@ -16,9 +16,13 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sagequeue.domain.notifications import retry_delay
 from sagequeue.ports import Clock, DeliveryError, Notifier, OutboxMessage, OutboxStore
+
+if TYPE_CHECKING:
+    from sagequeue.monitoring.recorder import MetricsSink
 
 log = logging.getLogger("sagequeue.notify")
 
@@ -41,6 +45,7 @@ class OutboxSender:
         timeout: float = DELIVERY_TIMEOUT_SECONDS,
         poll_seconds: float = POLL_SECONDS,
         draw: Callable[[], float] = random.random,
+        metrics: MetricsSink | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -53,6 +58,7 @@ class OutboxSender:
         self._lease_seconds = 3 * timeout + 5
         self._poll = poll_seconds
         self._draw = draw
+        self._metrics = metrics  # NotificationFailures (per endpoint)
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -161,7 +167,9 @@ class OutboxSender:
                     message.attempts,
                     error,
                 )
-                await self.store.notification_failed(message.message_id, owner, now, error)
+                failed = await self.store.notification_failed(message.message_id, owner, now, error)
+                if failed and self._metrics is not None:
+                    self._metrics.count("NotificationFailures", message.endpoint_name, "")
             else:
                 log.info(
                     "notification %s to %s failed (attempt %d): %s; next attempt in %.1f s",

@@ -113,6 +113,7 @@ class Worker:
                 self.clock,
                 lambda: self.membership.worker_id,
                 retry_for=settings.notification_retry_for,
+                metrics=self.recorder,
             )
             if notifier is not None
             else None
