@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench examples clean fuzz reliability postgresql redis-server
+.PHONY: run test lint format bench examples clean fuzz reliability postgresql redis-server awscli
 
 # System packages the tests and the benchmarks run (Debian's), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -37,12 +37,18 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(APT_INSTALL) postgresql; }
 
+# `aws logs tail` is an AWS CLI v2 command (the venv's awscli is v1): the model-log tests
+# run Debian's awscli package, which is v2.
+awscli:
+	@/usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) --no-install-recommends awscli; }
+
 # The Celery + Redis reference rows of the benchmarks.
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }
 
-test: $(STAMP) lint postgresql
+test: $(STAMP) lint postgresql awscli
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The hostile-input suite with many random examples (make test runs a few, derandomized).

@@ -413,4 +413,4 @@ def fleet_dispatch(bench: Bench) -> None:
                     details=details,
                 )
             )
-            bench.add(Row("fleet", name, "p99 ms", round(pcts[2], 3)))
+            bench.add(Row("fleet", name, "p99 ms", round(pcts[2], 3), details=details))

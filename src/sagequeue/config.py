@@ -24,6 +24,9 @@ DEFAULT_ACCOUNT_ID = "000000000000"
 CREDENTIALS_PROFILE = "sagequeue"
 ROLES = ("all", "api", "worker")
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+# Model logs (the CloudWatch Logs API) are kept this long, and to at most this size.
+DEFAULT_MODEL_LOG_RETENTION_SECONDS = 7 * 24 * 3600
+DEFAULT_MODEL_LOG_MAX_BYTES = 1024**3
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
 # The largest model response a worker takes (SageMaker Asynchronous Inference's payload
@@ -34,6 +37,8 @@ MAX_MODEL_RESPONSE_BYTES_LIMIT = 4095 * 1024**2
 # How long a worker keeps trying to write a failure object before the request goes back
 # to the queue (to end once the object store is back).
 DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS = 60.0
+# Failed notification deliveries are retried this long before they count as failed.
+DEFAULT_NOTIFICATION_RETRY_SECONDS = 3600.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -64,9 +69,20 @@ class Settings:
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS
     # Finished invocations are purged from the queue store this long after they ended.
     retention: float = DEFAULT_RETENTION_SECONDS
+    # Model logs (stdout / stderr of model instances and sagequeue's lines about them)
+    # are purged this long after they were written, oldest first past the size bound.
+    model_log_retention: float = DEFAULT_MODEL_LOG_RETENTION_SECONDS
+    model_log_max_bytes: int = DEFAULT_MODEL_LOG_MAX_BYTES
     # Hosts that http(s):// model container Images may name (loopback ones are allowed
     # without listing when the server listens on loopback; docs/security.md).
     container_allow_hosts: list[str] = field(default_factory=list)
+    # Notifications (docs/notifications.md): the SNS endpoint (None: AWS), the hosts
+    # webhook topics may name, how long failed deliveries are retried, and the secret
+    # that signs the deliveries of each webhook topic (URL -> secret; config file only).
+    sns_endpoint_url: str | None = None
+    notification_allow_hosts: list[str] = field(default_factory=list)
+    notification_retry_for: float = DEFAULT_NOTIFICATION_RETRY_SECONDS
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
     # HTTP limits, enforced before authentication (docs/security.md).
     max_header_bytes: int = 64 * 1024  # request line + header block; 431 beyond
     max_header_count: int = 256  # header fields per request; 431 beyond
@@ -126,6 +142,7 @@ _SCALARS: dict[str, Any] = {
     "database": str,
     "object_store": str,
     "s3_endpoint_url": str,
+    "sns_endpoint_url": str,
     "credentials_file": Path,
     "role": str,
     "region": str,
@@ -144,6 +161,7 @@ _SCALARS: dict[str, Any] = {
     "failure_write_timeout": float,
     "metrics_token": str,
     "time_scale": float,
+    "model_log_max_bytes": int,
 }
 # Limits that must be positive (a zero or negative one would refuse everything).
 _POSITIVE = (
@@ -157,6 +175,7 @@ _POSITIVE = (
     "max_model_response_bytes",
     "failure_write_timeout",
     "time_scale",
+    "model_log_max_bytes",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 
@@ -226,6 +245,10 @@ def load_settings(
             f"max-model-response-bytes must be at most {MAX_MODEL_RESPONSE_BYTES_LIMIT} "
             f"(4095 MiB), not {settings.max_model_response_bytes}"
         )
+    _load_notification_settings(settings, flags, environ, file_values)
+    model_log_retention = _first_given(flags, environ, file_values, "model_log_retention")
+    if model_log_retention is not None:
+        settings.model_log_retention = parse_duration(model_log_retention, "model_log_retention")
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
     if not 1 <= settings.time_scale <= 3600:
@@ -254,6 +277,29 @@ def load_settings(
     settings.buckets = buckets
     key_policies(settings)  # a policy that cannot be used stops the start here
     return settings
+
+
+def _load_notification_settings(
+    settings: Settings,
+    flags: dict[str, Any],
+    environ: dict[str, str],
+    file_values: dict[str, Any],
+) -> None:
+    settings.notification_allow_hosts = _name_list(
+        flags, environ, file_values, "notification_allow_hosts"
+    )
+    retry_for = _first_given(flags, environ, file_values, "notification_retry_for")
+    if retry_for is not None:
+        settings.notification_retry_for = parse_duration(retry_for, "notification_retry_for")
+    secrets_by_topic = file_values.get("webhook_secrets") or {}
+    if not isinstance(secrets_by_topic, dict) or not all(
+        isinstance(topic, str) and isinstance(secret, str) and secret
+        for topic, secret in secrets_by_topic.items()
+    ):
+        raise ConfigError(
+            "webhook_secrets in the config file must map webhook URLs to non-empty secrets"
+        )
+    settings.webhook_secrets = dict(secrets_by_topic)
 
 
 def _first_given(

@@ -148,3 +148,113 @@ def wait_for_status(server, endpoint_name: str, inference_id: str, timeout: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"{inference_id} still {status['Status']} after {timeout}s")
         time.sleep(0.05)
+
+
+def create_labelled_model(server, name: str, label: str, *, bucket: str = "acceptance") -> str:
+    """The ``behave`` model as a SageMaker model whose answers say ``{"model": label}``."""
+    s3 = server.client("s3")
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    key = "models/behave/model.tar.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(MODELS / "behave"))
+    server.client("sagemaker").create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE_ARN,
+        PrimaryContainer={
+            "Image": "sagequeue/python",
+            "ModelDataUrl": f"s3://{bucket}/{key}",
+            "Environment": {"MODEL_LABEL": label},
+        },
+    )
+    return name
+
+
+def create_variant_config(
+    server,
+    config_name: str,
+    variants: list[tuple[str, str, float]],
+    *,
+    instances: int = 1,
+    concurrency: int = 1,
+    bucket: str = "acceptance",
+) -> str:
+    """An async endpoint config with production variants (name, model, weight)."""
+    server.client("sagemaker").create_endpoint_config(
+        EndpointConfigName=config_name,
+        ProductionVariants=[
+            {
+                "VariantName": variant,
+                "ModelName": model,
+                "InitialInstanceCount": instances,
+                "InitialVariantWeight": weight,
+                "InstanceType": "ml.m5.large",
+            }
+            for variant, model, weight in variants
+        ],
+        AsyncInferenceConfig={
+            "OutputConfig": {"S3OutputPath": f"s3://{bucket}/output/{config_name}"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": concurrency},
+        },
+    )
+    return config_name
+
+
+def wait_in_service(server, endpoint_name: str) -> dict:
+    sagemaker = server.client("sagemaker")
+    sagemaker.get_waiter("endpoint_in_service").wait(
+        EndpointName=endpoint_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300}
+    )
+    return sagemaker.describe_endpoint(EndpointName=endpoint_name)
+
+
+class StatusClient:
+    """The status extension over one kept-alive connection (for many calls)."""
+
+    def __init__(self, server) -> None:
+        import http.client
+
+        from botocore.auth import SigV4Auth
+        from botocore.credentials import Credentials
+
+        self._url = server.url
+        self._signer = SigV4Auth(Credentials(*server.credentials), "sagemaker", "us-east-1")
+        self._connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+
+    def status(self, endpoint_name: str, inference_id: str) -> dict:
+        import json
+        import urllib.parse
+
+        from botocore.awsrequest import AWSRequest
+
+        path = (
+            f"/endpoints/{urllib.parse.quote(endpoint_name, safe='')}/async-invocations/"
+            f"{urllib.parse.quote(inference_id, safe='')}"
+        )
+        request = AWSRequest(method="GET", url=self._url + path)
+        self._signer.add_auth(request)
+        self._connection.request("GET", path, headers=dict(request.headers))
+        response = self._connection.getresponse()
+        body = response.read()
+        assert response.status == 200, (response.status, body)
+        return json.loads(body)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def wait_for_instances(server, endpoint_name: str, counts: dict[str, int], timeout=30.0) -> dict:
+    """Poll DescribeEndpoint until each variant's CurrentInstanceCount is as given."""
+    sagemaker = server.client("sagemaker")
+    deadline = time.monotonic() + timeout
+    while True:
+        described = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+        current = {
+            v["VariantName"]: v["CurrentInstanceCount"] for v in described["ProductionVariants"]
+        }
+        if current == counts:
+            return described
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{endpoint_name}: instances {current}, not {counts}")
+        time.sleep(0.1)

@@ -89,9 +89,27 @@ def test_request_queued_past_its_ttl_expires_with_failure_object(server_factory)
     deploy(server, "busy", instances=1, concurrency=1)
     runtime = server.client("sagemaker-runtime")
     s3 = server.client("s3")
-    _invoke(runtime, "busy", {"action": "sleep", "seconds": 75}, InvocationTimeoutSeconds=120)
+    _invoke(runtime, "busy", {"action": "sleep", "seconds": 5}, InvocationTimeoutSeconds=120)
+    # The one slot is busy and one more request is leased ahead of it: the next waits queued.
+    _invoke(runtime, "busy", {"action": "echo", "value": 0})
+    time.sleep(0.5)
     waiting = _invoke(runtime, "busy", {"action": "echo", "value": 1}, RequestTTLSeconds=60)
-    status = wait_for_status(server, "busy", waiting["InferenceId"], timeout=90)
+    _as_if_queued_for(server, waiting["InferenceId"], seconds=61)
+    status = wait_for_status(server, "busy", waiting["InferenceId"], timeout=30)
     assert status["Status"] == "Expired"
     body, _ = wait_for_object(s3, waiting["FailureLocation"])
     assert b"expired" in body.lower()
+
+
+def _as_if_queued_for(server, inference_id: str, seconds: float) -> None:
+    """Move a queued request's enqueue time back in the store, as if ``seconds`` had
+    passed: RequestTTLSeconds is at least 60 s, too long to wait for in a test."""
+    import sqlite3
+
+    with sqlite3.connect(server.data_dir / "sagequeue.db") as conn:
+        changed = conn.execute(
+            "UPDATE invocations SET enqueued_at = enqueued_at - ?, expires_at = expires_at - ? "
+            "WHERE inference_id = ? AND status = 'Queued'",
+            (seconds, seconds, inference_id),
+        ).rowcount
+    assert changed == 1

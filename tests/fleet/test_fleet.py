@@ -186,3 +186,35 @@ def test_every_request_across_two_api_processes_completes_once(fleet_factory, fl
     assert written() == outputs
     counts = status_counts(fleet_store, fleet, "loaded")
     assert counts == {"Completed": total}
+
+
+def test_model_logs_of_every_worker_are_read_through_an_api_process(
+    fleet_factory, fleet_store
+) -> None:
+    fleet = make_fleet(fleet_factory, fleet_store, 2, "--max-instances", "1")
+    deploy(fleet.api, "logged", instances=2)
+    wait_until(lambda: described_counts(fleet, "logged") == (2, 2), "2 instances running")
+    ids = [
+        invoke(fleet, "logged", {"action": "print", "text": f"fleet-{n}"})["InferenceId"]
+        for n in range(6)
+    ]
+    for inference_id in ids:
+        wait_for_status(fleet.api, "logged", inference_id)
+    logs = fleet.api.client("logs")
+
+    def lines(pattern: str) -> list[dict]:
+        try:
+            return logs.filter_log_events(
+                logGroupName="/aws/sagemaker/Endpoints/logged", filterPattern=pattern
+            )["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return []  # nothing shipped yet
+
+    # One instance on each worker, each with its streams, written by that worker.
+    starts = wait_until(lambda: len(lines('"starting:"')) == 2 and lines('"starting:"'), "starts")
+    assert len({e["logStreamName"] for e in starts}) == 2
+    assert len({e["message"].rsplit("on worker ", 1)[1] for e in starts}) == 2
+    completed = wait_until(
+        lambda: len(found := lines('"completed in"')) == len(ids) and found, "request lines"
+    )
+    assert {e["message"].split(":")[0].removeprefix("Inference ") for e in completed} == set(ids)

@@ -68,6 +68,13 @@ def read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     for line in lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    # The body may come in segments of its own: read what Content-Length announces.
+    length = int(headers.get("content-length") or 0)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
     return int(status_line.split()[1]), headers, rest
 
 

@@ -58,6 +58,11 @@ KEYS = [
                     "Action": "s3:GetObject",
                     "Resource": "arn:aws:s3:::inputs/team-a/*",
                 },
+                {
+                    "Effect": "Allow",
+                    "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+                    "Resource": "arn:aws:logs:*:*:log-group:/aws/sagemaker/Endpoints/fraud-*",
+                },
             ],
         },
     },
@@ -386,3 +391,36 @@ def test_metrics_take_a_signed_request_and_refuse_a_scoped_key_without_cloudwatc
     assert fetch(ADMIN) == 200
     assert fetch(INVOKE_ONLY) == 403
     assert fetch((ADMIN[0], "wrong-secret-000000000000000000000000")) == 403
+
+
+def test_scoped_key_reads_the_logs_of_its_endpoints_only(server: ServerProcess) -> None:
+    runtime = client(server, "sagemaker-runtime", TEAM_A)
+    logs = client(server, "logs", TEAM_A)
+    inference_id = runtime.invoke_endpoint_async(
+        EndpointName="fraud-detector", Body=b'{"x": 2}', ContentType="application/json"
+    )["InferenceId"]
+    group = "/aws/sagemaker/Endpoints/fraud-detector"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            events = logs.filter_log_events(logGroupName=group, filterPattern=f'"{inference_id}"')
+        except ClientError as error:  # no line shipped yet: the group does not exist yet
+            assert error.response["Error"]["Code"] == "ResourceNotFoundException"
+            events = {"events": []}
+        if any("completed" in e["message"] for e in events["events"]):
+            break
+        assert time.monotonic() < deadline, "no log line of the request"
+        time.sleep(0.2)
+
+    code, status, message = error_of(
+        logs.filter_log_events, logGroupName="/aws/sagemaker/Endpoints/pricing"
+    )
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/team-a is not authorized to perform: "
+        f"logs:FilterLogEvents on resource: arn:aws:logs:us-east-1:{ACCOUNT}:log-group:"
+        "/aws/sagemaker/Endpoints/pricing:* because no identity-based policy allows the "
+        "logs:FilterLogEvents action"
+    )
+    code, _, _ = error_of(logs.describe_log_groups)
+    assert code == "AccessDeniedException"

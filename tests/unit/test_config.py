@@ -106,6 +106,30 @@ def test_bad_retention_is_a_config_error(value):
         load_settings({"retention": value}, environ={})
 
 
+def test_model_logs_are_kept_a_week_and_a_gibibyte_by_default():
+    settings = load_settings({}, environ={})
+    assert (settings.model_log_retention, settings.model_log_max_bytes) == (7 * 86400, 1024**3)
+
+
+def test_model_log_bounds_take_a_duration_and_a_byte_count():
+    settings = load_settings(
+        {"model_log_retention": "2d"}, environ={"SAGEQUEUE_MODEL_LOG_MAX_BYTES": "5000"}
+    )
+    assert (settings.model_log_retention, settings.model_log_max_bytes) == (2 * 86400, 5000)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"model_log_retention": "never"}, "model-log-retention"),
+        ({"model_log_max_bytes": 0}, "model-log-max-bytes"),
+    ],
+)
+def test_bad_model_log_bounds_are_config_errors(flags, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings(flags, environ={})
+
+
 def test_negative_max_instances_is_a_config_error():
     with pytest.raises(ConfigError, match="max-instances"):
         load_settings({"max_instances": -1}, environ={})

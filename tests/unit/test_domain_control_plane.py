@@ -381,3 +381,117 @@ def test_api_processes_applying_the_same_declarations_at_once_both_start() -> No
 
     run(both())
     assert run(store.get_resource(ResourceKind.ENDPOINT, "e")) is not None
+
+
+# ------------------------------------------------------------------ weights and capacities
+
+
+def two_variant_endpoint(control: ControlPlane, store: MemoryStore, endpoint: str = "e") -> None:
+    run(control.call("CreateModel", model()))
+    config = endpoint_config()
+    config["ProductionVariants"] = [
+        {**config["ProductionVariants"][0], "VariantName": "A", "InitialVariantWeight": 1.0},
+        {**config["ProductionVariants"][0], "VariantName": "B", "InitialVariantWeight": 3.0},
+    ]
+    run(control.call("CreateEndpointConfig", config))
+    run(control.call("CreateEndpoint", {"EndpointName": endpoint, "EndpointConfigName": "c"}))
+    set_status(store, endpoint, "InService")
+
+
+def update_weights(control: ControlPlane, *entries: dict[str, Any]) -> dict[str, Any]:
+    return run(
+        control.call(
+            "UpdateEndpointWeightsAndCapacities",
+            {"EndpointName": "e", "DesiredWeightsAndCapacities": list(entries)},
+        )
+    )
+
+
+def variants_of(store: MemoryStore) -> dict[str, tuple[float, float, int]]:
+    doc = run(store.get_resource(ResourceKind.ENDPOINT, "e")).doc
+    return {
+        v["VariantName"]: (v["CurrentWeight"], v["DesiredWeight"], v["DesiredInstanceCount"])
+        for v in doc["ProductionVariants"]
+    }
+
+
+def test_weights_and_capacities_change_at_once_and_the_endpoint_updates(
+    control: ControlPlane, store: MemoryStore
+) -> None:
+    two_variant_endpoint(control, store)
+    result = update_weights(
+        control,
+        {"VariantName": "A", "DesiredWeight": 0.0},
+        {"VariantName": "B", "DesiredInstanceCount": 3},
+    )
+    assert result == {"EndpointArn": f"{ARN}:endpoint/e"}
+    assert variants_of(store) == {"A": (0.0, 0.0, 2), "B": (3.0, 3.0, 3)}
+    assert run(store.get_resource(ResourceKind.ENDPOINT, "e")).doc["EndpointStatus"] == "Updating"
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (
+            [{"VariantName": "C", "DesiredWeight": 1.0}],
+            'The variant name(s) "C" is/are not present within endpoint configuration "c".',
+        ),
+        (
+            [
+                {"VariantName": "A", "DesiredWeight": 1.0},
+                {"VariantName": "A", "DesiredWeight": 2.0},
+            ],
+            'The variant name "A" was non-unique within the request.',
+        ),
+        (
+            [
+                {"VariantName": "A", "DesiredWeight": 0.0},
+                {"VariantName": "B", "DesiredWeight": 0.0},
+            ],
+            f'The sum of the variant weights of endpoint "{ARN}:endpoint/e" must be greater than 0',
+        ),
+        (
+            [{"VariantName": "A", "DesiredWeight": -1.0}],
+            "1 validation error detected: Value '-1.0' at "
+            "'desiredWeightsAndCapacities.1.member.desiredWeight' failed to satisfy "
+            "constraint: Member must have value greater than or equal to 0",
+        ),
+        (
+            [{"VariantName": "A", "DesiredInstanceCount": -1}],
+            "1 validation error detected: Value '-1' at "
+            "'desiredWeightsAndCapacities.1.member.desiredInstanceCount' failed to satisfy "
+            "constraint: Member must have value greater than or equal to 0",
+        ),
+        (
+            [{"VariantName": "A"}],
+            'Either DesiredWeight or DesiredInstanceCount must be specified for the variant "A".',
+        ),
+    ],
+)
+def test_bad_weights_and_capacities_are_refused_and_change_nothing(
+    control: ControlPlane, store: MemoryStore, entries: list[dict[str, Any]], message: str
+) -> None:
+    two_variant_endpoint(control, store)
+    before = run(store.get_resource(ResourceKind.ENDPOINT, "e"))
+    with pytest.raises(ValidationException) as caught:
+        update_weights(control, *entries)
+    assert caught.value.message.startswith(message)
+    after = run(store.get_resource(ResourceKind.ENDPOINT, "e"))
+    assert (after.doc, after.version) == (before.doc, before.version)
+
+
+def test_weights_of_an_updating_endpoint_are_refused(
+    control: ControlPlane, store: MemoryStore
+) -> None:
+    two_variant_endpoint(control, store)
+    update_weights(control, {"VariantName": "A", "DesiredWeight": 2.0})
+    with pytest.raises(ValidationException) as caught:
+        update_weights(control, {"VariantName": "A", "DesiredWeight": 5.0})
+    assert caught.value.message == f'Cannot update in-progress endpoint "{ARN}:endpoint/e".'
+    assert variants_of(store)["A"] == (2.0, 2.0, 2)
+
+
+def test_weights_of_a_missing_endpoint_are_refused(control: ControlPlane) -> None:
+    with pytest.raises(ValidationException) as caught:
+        update_weights(control, {"VariantName": "A", "DesiredWeight": 2.0})
+    assert caught.value.message == f'Could not find endpoint "{ARN}:endpoint/e".'

@@ -220,6 +220,45 @@ def test_rollout_to_zero_instances_is_ready_at_once() -> None:
     assert outcome is not None and outcome.outcome is RolloutOutcome.IN_SERVICE
 
 
+def capacity_update(count: int) -> dict:
+    """Updating with no new generation: UpdateEndpointWeightsAndCapacities set ``count``."""
+    serving = {"Generation": 1, "Deployment": deployment()}
+    return plans(endpoint("Updating", count=count, _Serving=serving))["ep"]
+
+
+def test_a_capacity_update_has_no_generation_to_roll_out() -> None:
+    plan = capacity_update(2)
+    assert plan.capacity_update
+    assert (plan.serving_generation, plan.target_generation) == (1, None)
+    assert [spec.desired for spec in plan.specs] == [2]
+
+
+def test_a_capacity_update_waits_for_the_new_instances() -> None:
+    assert rollout(capacity_update(2), [worker("a")], [claim("a", 0)]) is None
+
+
+def test_a_capacity_update_settles_once_the_new_count_runs() -> None:
+    outcome = rollout(capacity_update(2), [worker("a")], [claim("a", 0), claim("a", 1)])
+    assert outcome is not None and outcome.capacity
+    assert (outcome.outcome, outcome.generation) == (RolloutOutcome.IN_SERVICE, 1)
+
+
+def test_a_scale_in_settles_while_the_extra_instances_drain() -> None:
+    outcome = rollout(capacity_update(1), [worker("a")], [claim("a", 0), claim("a", 1)])
+    assert outcome is not None and outcome.outcome is RolloutOutcome.IN_SERVICE
+
+
+def test_a_capacity_update_whose_instance_cannot_start_settles_with_the_reason() -> None:
+    claims = [claim("a", 0), claim("a", 1, state="Failed", detail="no model")]
+    outcome = rollout(capacity_update(2), [worker("a")], claims)
+    assert outcome is not None and outcome.capacity
+    assert (outcome.outcome, outcome.reason) == (RolloutOutcome.FAILED, "no model")
+
+
+def test_an_in_service_endpoint_has_nothing_to_settle() -> None:
+    assert rollout(plans(endpoint())["ep"], [worker("a")], [claim("a", 0)]) is None
+
+
 def test_running_counts_are_of_the_serving_generation() -> None:
     doc = endpoint("Updating", generation=2, _Serving={"Generation": 1, "Deployment": deployment()})
     claims = [claim("a", 0, generation=1), claim("a", 0, generation=2)]

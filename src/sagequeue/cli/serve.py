@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         "purged: seconds or 90s, 15m, 12h, 7d (default 7d); output objects are never deleted",
     )
     parser.add_argument(
+        "--model-log-retention",
+        help="how long model logs (the CloudWatch Logs API) are kept: seconds or 90s, 15m, "
+        "12h, 7d (default 7d)",
+    )
+    parser.add_argument(
+        "--model-log-max-bytes",
+        help="the most model log text kept, in bytes; the oldest go first (default 1073741824)",
+    )
+    parser.add_argument(
         "--container-allow-hosts",
         help="comma-separated hosts that http(s):// model container Images may name "
         "(loopback is allowed by default when listening on loopback)",
@@ -83,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-scale",
         help="run CloudWatch and Application Auto Scaling time this many times faster "
         "(periods, alarm evaluation, cooldowns) for tests and demos (default 1)",
+    )
+    notify = parser.add_argument_group("notifications (see docs/notifications.md)")
+    notify.add_argument(
+        "--sns-endpoint-url",
+        help="SNS endpoint that SNS topic notifications are published to (default: AWS)",
+    )
+    notify.add_argument(
+        "--notification-allow-hosts",
+        help="comma-separated hosts that http(s):// webhook topics may name "
+        "(loopback is allowed by default when listening on loopback)",
+    )
+    notify.add_argument(
+        "--notification-retry-for",
+        help="how long failed notification deliveries are retried before they count as "
+        "failed: seconds or 90s, 15m, 12h (default 1h)",
     )
     limits = parser.add_argument_group(
         "HTTP limits (enforced before authentication; see docs/security.md)"

@@ -23,7 +23,9 @@ from typing import Any, Protocol
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import MAX_REASON_LENGTH, Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.model_logs import LogShipper
 from sagequeue.dispatch.pools import LocalInstance, Pool, close_instance
+from sagequeue.domain.logs import new_instance_id
 from sagequeue.domain.placement import (
     EndpointPlan,
     InstanceSpec,
@@ -49,6 +51,7 @@ from sagequeue.ports import (
     Clock,
     FleetStore,
     InstanceClaim,
+    InstanceLog,
     InstanceState,
     InvocationStatus,
     MetadataStore,
@@ -94,6 +97,7 @@ class Placement:
         lease_seconds: float,
         poll_seconds: float,
         stop_grace_seconds: float,
+        logs: LogShipper | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -106,6 +110,7 @@ class Placement:
         self._lease_seconds = lease_seconds
         self._poll = poll_seconds
         self._grace = stop_grace_seconds
+        self.logs = logs
         self.pools: dict[SlotKey, Pool] = {}
         self._local: dict[InstanceKey, LocalInstance] = {}
         self._starting: dict[InstanceKey, asyncio.Task[None]] = {}
@@ -170,7 +175,19 @@ class Placement:
                 replanned = plan_endpoint(doc, self._default_concurrency) if doc else None
                 if replanned is not None:
                     plans[name] = replanned  # its new generation serves from this round on
+                    # At once, before anything else awaits: a request accepted after the
+                    # switch must not be leased by the generation it replaced.
+                    self._activate_serving_pools(plans, only=name)
+        self._activate_serving_pools(plans)
+        self._tear_down_gone(plans)
+
+    def _activate_serving_pools(
+        self, plans: dict[str, EndpointPlan], only: str | None = None
+    ) -> None:
+        """Pools of the serving generations lease; the others stop leasing."""
         for pool in self.pools.values():
+            if only is not None and pool.key[0] != only:
+                continue
             plan = plans.get(pool.key[0])
             serving = plan is not None and plan.serving_generation == pool.spec.generation
             if serving and not pool.active:
@@ -178,7 +195,6 @@ class Placement:
                 pool.wake()
             elif not serving and pool.active:
                 pool.deactivate()
-        self._tear_down_gone(plans)
 
     def _tend_own(self, claim: InstanceClaim, now: float) -> None:
         """A claim of ours in the store: one we hold no instance for (lost in a crash of
@@ -224,9 +240,13 @@ class Placement:
         task.add_done_callback(lambda _t: self._starting.pop(key, None))
 
     async def _start_instance(self, spec: InstanceSpec, claim: InstanceClaim) -> None:
+        instance_log = self._instance_log(spec, claim)
+        began = self.clock.monotonic()
         try:
             runtime = self._runtime_factory(spec.model, self.objects, self.settings)
-            instance = await runtime.start_instance(spec.model, spec.max_concurrency)
+            instance = await runtime.start_instance(
+                spec.model, spec.max_concurrency, log=instance_log
+            )
         except asyncio.CancelledError:
             raise
         except ModelInvocationError as exc:
@@ -237,7 +257,7 @@ class Placement:
             if self.stopping or not await self._set_state(claim, InstanceState.RUNNING, None):
                 await close_instance(instance)  # no longer ours (this worker was reaped)
                 return
-            local = LocalInstance(claim, instance)
+            local = LocalInstance(claim, instance, instance_log)
             self._local[instance_key(claim)] = local
             self._pool(spec).add(local)
             log.info(
@@ -247,9 +267,30 @@ class Placement:
                 spec.variant_name,
                 spec.generation,
             )
+            if instance_log is not None:
+                instance_log.platform(
+                    f"Instance {instance_log.instance_id} running: the model loaded in "
+                    f"{self.clock.monotonic() - began:.1f} s"
+                )
             return
         log.warning("endpoint %s: an instance failed to start: %s", spec.endpoint_name, reason)
+        if instance_log is not None:
+            instance_log.platform(f"Instance {instance_log.instance_id} could not start: {reason}")
         await self._set_state(claim, InstanceState.FAILED, reason[:MAX_REASON_LENGTH])
+
+    def _instance_log(self, spec: InstanceSpec, claim: InstanceClaim) -> InstanceLog | None:
+        """A new instance's log streams, opened with a line saying what it is."""
+        if self.logs is None:
+            return None
+        instance_id = new_instance_id()
+        instance_log = self.logs.instance_log(spec.endpoint_name, spec.variant_name, instance_id)
+        model_name = spec.model.get("ModelName", "")
+        instance_log.platform(
+            f"Instance {instance_id} starting: model {model_name}, variant "
+            f"{spec.variant_name} of endpoint {spec.endpoint_name} (generation "
+            f"{spec.generation}, slot {claim.slot}), on worker {claim.worker_id}"
+        )
+        return instance_log
 
     async def _set_state(
         self, claim: InstanceClaim, state: InstanceState, detail: str | None
@@ -291,6 +332,11 @@ class Placement:
                 await asyncio.wait([starting])  # let it finish, so the process is closed
             local = self._local.pop(key, None)
             pool = self.pools.get(key[:3])
+            if local is not None and local.log is not None:
+                local.log.platform(
+                    f"Instance {local.log.instance_id} stopping: it takes no new request and "
+                    "closes once the ones it runs are done"
+                )
             if local is not None and pool is not None:
                 await pool.retire(local, self._grace)
             elif local is not None:
@@ -321,6 +367,8 @@ class Placement:
         now = self.clock.now()
 
         def change(doc: dict[str, Any]) -> bool:
+            if outcome.capacity:
+                return settle_capacity_update(doc)
             if int(doc.get(GENERATION_KEY, 0)) != outcome.generation or doc.get(
                 "EndpointStatus"
             ) not in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
@@ -348,14 +396,35 @@ class Placement:
                 doc[FAILED_GENERATION_KEY] = outcome.generation
             return True
 
+        def settle_capacity_update(doc: dict[str, Any]) -> bool:
+            """Back to InService after UpdateEndpointWeightsAndCapacities (the weights
+            and counts it set stay); with the reason when an instance could not start."""
+            current = plan_endpoint(doc, self._default_concurrency)
+            if (
+                current is None
+                or not current.capacity_update
+                or current.serving_generation != outcome.generation
+            ):
+                return False  # settled by another worker, or replaced by UpdateEndpoint
+            doc["LastModifiedTime"] = now
+            doc["EndpointStatus"] = str(EndpointStatus.IN_SERVICE)
+            if outcome.outcome is RolloutOutcome.FAILED:
+                doc["FailureReason"] = (outcome.reason or "An instance failed to start.")[
+                    :MAX_REASON_LENGTH
+                ]
+            return True
+
         doc = await self._update_endpoint(plan.name, change)
         if doc is not None:
-            log.info(
-                "endpoint %s: generation %d %s",
-                plan.name,
-                outcome.generation,
-                "in service" if outcome.outcome is RolloutOutcome.IN_SERVICE else "failed",
-            )
+            if outcome.capacity:
+                log.info("endpoint %s: capacity update settled", plan.name)
+            else:
+                log.info(
+                    "endpoint %s: generation %d %s",
+                    plan.name,
+                    outcome.generation,
+                    "in service" if outcome.outcome is RolloutOutcome.IN_SERVICE else "failed",
+                )
         return doc
 
     async def _update_endpoint(

@@ -22,6 +22,7 @@ from sagequeue.domain.placement import InstanceSpec, SlotKey
 from sagequeue.ports import (
     Clock,
     InstanceClaim,
+    InstanceLog,
     Invocation,
     InvocationStatus,
     ModelInstance,
@@ -37,6 +38,7 @@ class LocalInstance:
 
     claim: InstanceClaim
     instance: ModelInstance
+    log: InstanceLog | None = None  # its log streams
     in_flight: int = 0
     retiring: bool = False  # takes no new request; closed once idle
 
@@ -195,7 +197,7 @@ class Pool:
                 await self.queue.release(inv.request_id, self._owner_of(inv), attempted=False)
                 return
             self.started.add(inv.request_id)
-            await self.executor.run(local.instance, inv, model_done)
+            await self.executor.run(local.instance, inv, model_done, instance_log=local.log)
         except asyncio.CancelledError:
             raise
         except ServiceUnavailable as exc:

@@ -6,7 +6,9 @@ It is put together from parts that each do one job:
 * placement (``placement.py``): which instances this worker runs, and endpoint rollouts;
 * dispatch (``pools.py``, ``execution.py``): leasing requests for the running instances
   and running them, results written before each finish;
-* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention.
+* sweeping (``sweeper.py``): lapsed leases, expired requests, dead workers, retention;
+* model logs (``model_logs.py``): the instances' lines shipped to the store, and their
+  retention.
 
 Wake-ups arrive through ``wake()`` (same process) or the WakeupChannel (other processes);
 polling is the slow fallback.
@@ -25,13 +27,25 @@ from sagequeue.autoscaling.autoscaler import Autoscaler
 from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
+from sagequeue.dispatch.model_logs import FLUSH_SECONDS, LogRetention, LogShipper
+from sagequeue.dispatch.notices import Notices
+from sagequeue.dispatch.outbox import OutboxSender
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
 from sagequeue.domain.errors import ServiceUnavailable
 from sagequeue.domain.metrics import MetricClock
 from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
 from sagequeue.monitoring.sampler import BacklogSampler
-from sagequeue.ports import Clock, MetricsStore, ObjectStore, SystemClock, WakeupChannel
+from sagequeue.ports import (
+    Clock,
+    LogStore,
+    MetricsStore,
+    Notifier,
+    ObjectStore,
+    OutboxStore,
+    SystemClock,
+    WakeupChannel,
+)
 from sagequeue.runtimes import select_runtime
 
 log = logging.getLogger("sagequeue.worker")
@@ -45,9 +59,11 @@ STOP_GRACE_SECONDS = 25.0
 # A wall clock that moves this much more (or less) than the monotonic clock between two
 # sweeps has jumped (an NTP step, a suspended VM, an operator's date command).
 CLOCK_JUMP_SECONDS = 1.0
+# At a stop, notifications due then are delivered for up to this long.
+NOTIFY_GRACE_SECONDS = 5.0
 
 
-class WorkerStore(PlacementStore, MetricsStore, Protocol):
+class WorkerStore(PlacementStore, MetricsStore, LogStore, OutboxStore, Protocol):
     """Everything a worker reads and writes in the shared store."""
 
 
@@ -69,6 +85,7 @@ class Worker:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         worker_timeout: float | None = None,
         purge_every_seconds: float | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -90,7 +107,37 @@ class Worker:
         self.recorder = MetricsRecorder(
             store, new_writer_id("worker"), self.metric_clock, clock=self.clock
         )
-        self.executor = Executor(store, objects, settings, self.clock, self.recorder)
+        # The outbox sender delivers notifications (none without a notifier: the
+        # notifications still wait in the store for a worker that has one).
+        self.sender = (
+            OutboxSender(
+                store,
+                notifier,
+                self.clock,
+                lambda: self.membership.worker_id,
+                retry_for=settings.notification_retry_for,
+                metrics=self.recorder,
+            )
+            if notifier is not None
+            else None
+        )
+        self.executor = Executor(
+            store,
+            objects,
+            settings,
+            self.clock,
+            self.recorder,
+            notices=Notices(store, settings),
+            on_notified=self.sender.wake if self.sender is not None else None,
+        )
+        self.logs = LogShipper(store, self.clock)
+        self.log_retention = LogRetention(
+            store,
+            self.membership,
+            self.clock,
+            retention_seconds=settings.model_log_retention,
+            max_bytes=settings.model_log_max_bytes,
+        )
         self.sampler = BacklogSampler(
             store, self.membership, self.recorder, self.metric_clock, self.clock
         )
@@ -107,6 +154,7 @@ class Worker:
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
             stop_grace_seconds=stop_grace_seconds,
+            logs=self.logs,
         )
         self.sweeper = Sweeper(
             store,
@@ -117,6 +165,7 @@ class Worker:
             lease_seconds=lease_seconds,
             retention_seconds=settings.retention,
             purge_every_seconds=purge_every_seconds,
+            outbox=store,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._clock_reading: tuple[float, float] | None = None  # (now, monotonic)
@@ -136,11 +185,15 @@ class Worker:
         if self._wakeups is not None:
             await self._wakeups.listen(self.wake)
         await self.placement.tick()
+        if self.sender is not None:
+            self.sender.start()
         self._tasks = [
             self._every(self.membership.heartbeat_seconds, self.membership.beat, "heartbeat"),
             self._every(self._placement_seconds, self.placement.tick, "placement"),
             self._every(self._sweep_seconds, self._sweep, "sweeper"),
             self._every(self._renew_seconds, self._renew, "renewer"),
+            self._every(FLUSH_SECONDS, self.logs.flush, "model log shipper"),
+            self._every(self.log_retention.every_seconds, self.log_retention.run, "log retention"),
         ]
         self.recorder.start()
         self._tasks += [
@@ -157,7 +210,10 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.placement.stop()
+        if self.sender is not None:
+            await self.sender.stop(NOTIFY_GRACE_SECONDS)
         await self.recorder.stop()
+        await self.logs.close()  # the instances' last lines
         try:
             await self.membership.leave()
         except Exception:

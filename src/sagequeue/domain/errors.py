@@ -85,6 +85,21 @@ class UnknownOperation(ServiceError):
     status = 400
 
 
+# --- CloudWatch Logs (json 1.1) -------------------------------------------------------
+class LogsResourceNotFound(ServiceError):
+    """A log group or stream that does not exist (CloudWatch Logs' code)."""
+
+    code = "ResourceNotFoundException"
+    status = 400
+
+
+class InvalidParameter(ServiceError):
+    """A CloudWatch Logs input error (its validation errors carry this code too)."""
+
+    code = "InvalidParameterException"
+    status = 400
+
+
 # --- S3 (rest-xml) -------------------------------------------------------------------
 class S3Error(ServiceError):
     """S3 error; ``code`` is S3's (NoSuchKey, NoSuchBucket, ...)."""

@@ -12,6 +12,9 @@ workers, instance claims) and applies what these functions decide.
   UpdateEndpoint). The *serving* generation takes the requests; during an update the
   *target* generation starts beside it, and once its instances run the endpoint switches
   to it and the old generation's instances drain and go.
+* A *capacity update* (UpdateEndpointWeightsAndCapacities: Updating with no new
+  generation) changes the serving generation's desired counts; the endpoint is back
+  InService once they run.
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ class EndpointPlan:
     specs: tuple[InstanceSpec, ...]  # for the serving and the target generations
 
     @property
+    def capacity_update(self) -> bool:
+        """Updating with no new generation to roll out: the serving generation's
+        desired counts changed (UpdateEndpointWeightsAndCapacities)."""
+        return (
+            self.status == EndpointStatus.UPDATING
+            and self.target_generation is None
+            and self.serving_generation is not None
+        )
+
+    @property
     def key(self) -> str:
         return self.name.lower()
 
@@ -79,6 +92,8 @@ class Rollout:
     outcome: RolloutOutcome
     generation: int
     reason: str | None = None
+    # A capacity update of the serving generation, not a new generation's rollout.
+    capacity: bool = False
 
 
 def plan_endpoint(doc: dict[str, Any], default_concurrency: int) -> EndpointPlan | None:
@@ -251,7 +266,8 @@ def rollout(
     workers: Sequence[WorkerRecord],
     claims: Sequence[InstanceClaim],
 ) -> Rollout | None:
-    """Whether the target generation is ready to serve, failed, or neither yet.
+    """Whether the target generation is ready to serve, failed, or neither yet; for a
+    capacity update, whether the serving generation runs its new desired counts.
 
     Ready: every variant runs its desired count, or nothing is starting and no live
     worker that serves the endpoint has room for more. The endpoint then serves with
@@ -260,14 +276,23 @@ def rollout(
     then make room as they drain (requests wait in the queue meanwhile). A variant that
     wants no instance is ready at once (scaled to zero). With no live worker serving
     the endpoint, nothing is decided."""
-    generation = plan.target_generation
-    if generation is None:
+    if plan.target_generation is not None:
+        generation, capacity = plan.target_generation, False
+    elif plan.capacity_update:
+        assert plan.serving_generation is not None
+        generation, capacity = plan.serving_generation, True
+    else:
         return None
     targets = [spec for spec in plan.specs if spec.generation == generation]
+    desired = {spec.variant_name: spec.desired for spec in targets}
     ours = [c for c in claims if c.endpoint_name == plan.key and c.generation == generation]
-    failed = [c for c in ours if c.state == InstanceState.FAILED]
+    failed = [
+        c
+        for c in ours
+        if c.state == InstanceState.FAILED and c.slot < desired.get(c.variant_name, 0)
+    ]
     if failed:
-        return Rollout(RolloutOutcome.FAILED, generation, failed[0].detail)
+        return Rollout(RolloutOutcome.FAILED, generation, failed[0].detail, capacity)
     eligible = [w for w in workers if serves(w, plan.name)]
     if not eligible:
         return None
@@ -287,7 +312,7 @@ def rollout(
         )
         if starting or room > 0:
             return None
-    return Rollout(RolloutOutcome.IN_SERVICE, generation)
+    return Rollout(RolloutOutcome.IN_SERVICE, generation, capacity=capacity)
 
 
 def running_counts(plan: EndpointPlan, claims: Sequence[InstanceClaim]) -> dict[str, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from sagequeue.domain.errors import ValidationException
 from sagequeue.ports import ResourceKind
 
 INTERNAL_PREFIX = "_"
@@ -120,3 +121,69 @@ def choose_variant(endpoint_doc: dict[str, Any], draw: float) -> str:
             return str(variant["VariantName"])
         point -= weight
     return str(variants[-1]["VariantName"])
+
+
+def apply_weights_and_capacities(
+    variants: list[dict[str, Any]],
+    desired: list[dict[str, Any]],
+    *,
+    endpoint_arn: str,
+    config_name: str,
+) -> list[dict[str, Any]]:
+    """The endpoint's ProductionVariants after UpdateEndpointWeightsAndCapacities:
+    each named variant takes its DesiredWeight (as CurrentWeight too: weights apply at
+    once) and DesiredInstanceCount. Raises ValidationException, in SageMaker's words,
+    for a variant named twice or not on the endpoint, a variant given neither value,
+    and weights that would all be zero. ``variants`` is not changed."""
+    known = {str(v["VariantName"]) for v in variants}
+    seen: set[str] = set()
+    unknown: list[str] = []
+    for entry in desired:
+        name = str(entry["VariantName"])
+        if name in seen:
+            raise ValidationException(
+                f'The variant name "{name}" was non-unique within the request.'
+            )
+        seen.add(name)
+        if name not in known:
+            unknown.append(name)
+    if unknown:
+        raise ValidationException(
+            f'The variant name(s) "{", ".join(unknown)}" is/are not present within endpoint '
+            f'configuration "{config_name}".'
+        )
+    for entry in desired:
+        if entry.get("ServerlessUpdateConfig"):
+            raise ValidationException(
+                "ServerlessUpdateConfig is not supported: asynchronous inference endpoints "
+                "run on instances."
+            )
+        if entry.get("DesiredWeight") is None and entry.get("DesiredInstanceCount") is None:
+            raise ValidationException(
+                f"Either DesiredWeight or DesiredInstanceCount must be specified for the "
+                f'variant "{entry["VariantName"]}".'
+            )
+    by_name = {str(entry["VariantName"]): entry for entry in desired}
+    updated = []
+    for variant in variants:
+        variant = dict(variant)
+        entry = by_name.get(str(variant["VariantName"]))
+        if entry is not None:
+            if entry.get("DesiredWeight") is not None:
+                weight = float(entry["DesiredWeight"])
+                if weight < 0:  # the wire model says so too (VariantWeight, min 0)
+                    raise ValidationException(
+                        f'The weight of the variant "{variant["VariantName"]}" must not be '
+                        "negative."
+                    )
+                variant["CurrentWeight"] = weight
+                variant["DesiredWeight"] = weight
+            if entry.get("DesiredInstanceCount") is not None:
+                variant["DesiredInstanceCount"] = int(entry["DesiredInstanceCount"])
+        updated.append(variant)
+    if all(float(v.get("CurrentWeight", 1.0)) <= 0 for v in updated):
+        raise ValidationException(
+            f'The sum of the variant weights of endpoint "{endpoint_arn}" must be greater '
+            "than 0: at least one production variant needs a weight above 0."
+        )
+    return updated

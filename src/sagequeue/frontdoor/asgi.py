@@ -1,5 +1,6 @@
 """The front door: a raw ASGI app that authenticates every call with SigV4 and routes
-it by the credential scope's service (``sagemaker`` or ``s3``)."""
+it by the credential scope's service (``sagemaker``, ``s3``, and the other JSON APIs
+such as ``logs``)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,13 @@ class FrontDoor:
         self.ops = ops or {}
         self.on_startup = on_startup or []
         self.on_shutdown = on_shutdown or []
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping: responses that would stream on (event feeds) end now,
+        so that none holds the graceful stop up."""
+        close_streams = getattr(self.runtime, "close_streams", None)
+        if close_streams is not None:
+            close_streams()
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         kind = scope["type"]

@@ -30,6 +30,7 @@ from sagequeue.domain.errors import (
     UnknownOperation,
     ValidationException,
 )
+from sagequeue.domain.notifications import topic_form_problem, topic_host_problem
 from sagequeue.domain.placement import plan_endpoint, running_counts
 from sagequeue.domain.resources import (
     DEPLOYMENT_KEY,
@@ -38,12 +39,19 @@ from sagequeue.domain.resources import (
     IN_PROGRESS_STATUSES,
     SERVING_KEY,
     EndpointStatus,
+    apply_weights_and_capacities,
     endpoint_production_variants,
     public_view,
     resource_arn,
     variant_names,
 )
-from sagequeue.domain.validation import ShapeValidator, raise_if_invalid, wire_int
+from sagequeue.domain.validation import (
+    ShapeValidator,
+    member_path,
+    raise_if_invalid,
+    violation,
+    wire_int,
+)
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.http import Request, Response, json_response
 from sagequeue.ports import FleetStore, MetadataStore, Resource, ResourceKind
@@ -70,7 +78,22 @@ def _validator(action: str) -> ShapeValidator:
     import botocore.session
 
     model = botocore.session.get_session().get_service_model("sagemaker")
-    return ShapeValidator(model.operation_model(action).input_shape)
+    return ShapeValidator(
+        model.operation_model(action).input_shape, overrides={"SnsTopicArn": _check_topic}
+    )
+
+
+def _check_topic(value: Any, path: str, out: list[str]) -> None:
+    """Notification topics: an SNS topic ARN as the model says, or a webhook URL."""
+    if not isinstance(value, str):
+        out.append(violation(value, path, "Member must be a string"))
+        return
+    problem = topic_form_problem(value)
+    if problem is not None:
+        out.append(violation(value, path, problem))
+
+
+_TOPIC_PATH = "asyncInferenceConfig.outputConfig.notificationConfig."
 
 
 # The resource each action acts on (kind, name member), for key policies; List*
@@ -85,6 +108,7 @@ _ACTION_RESOURCES = {
     "CreateEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
     "DescribeEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
     "UpdateEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
+    "UpdateEndpointWeightsAndCapacities": (ResourceKind.ENDPOINT, "EndpointName"),
     "DeleteEndpoint": (ResourceKind.ENDPOINT, "EndpointName"),
 }
 
@@ -125,6 +149,7 @@ class ControlPlane:
             "DescribeEndpoint": self.describe_endpoint,
             "ListEndpoints": self.list_endpoints,
             "UpdateEndpoint": self.update_endpoint,
+            "UpdateEndpointWeightsAndCapacities": self.update_endpoint_weights_and_capacities,
             "DeleteEndpoint": self.delete_endpoint,
         }
 
@@ -278,6 +303,7 @@ class ControlPlane:
                 "AsyncInferenceConfig.OutputConfig.S3OutputPath is required: results of "
                 "asynchronous invocations are written there."
             )
+        self._check_topic_hosts(output.get("NotificationConfig") or {})
         variants = params["ProductionVariants"]
         seen: set[str] = set()
         for variant in variants:
@@ -303,6 +329,20 @@ class ControlPlane:
         doc["CreationTime"] = self._clock()
         await self._create(ResourceKind.ENDPOINT_CONFIG, name, doc)
         return {"EndpointConfigArn": doc["EndpointConfigArn"]}
+
+    def _check_topic_hosts(self, notification: dict[str, Any]) -> None:
+        """Webhook topics must name hosts the operator allows (SSRF)."""
+        violations = []
+        for member in ("SuccessTopic", "ErrorTopic"):
+            topic = notification.get(member)
+            if not topic:
+                continue
+            problem = topic_host_problem(
+                topic, self._settings.notification_allow_hosts, self._settings.host
+            )
+            if problem is not None:
+                violations.append(violation(topic, _TOPIC_PATH + member_path(member), problem))
+        raise_if_invalid(violations, ValidationException)
 
     async def describe_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
         resource = await self._require(ResourceKind.ENDPOINT_CONFIG, params["EndpointConfigName"])
@@ -444,6 +484,47 @@ class ControlPlane:
                 new_doc["ProductionVariants"] = endpoint_production_variants(
                     deployment["EndpointConfig"]
                 )
+            resource.doc = new_doc
+            if await self._store.update_resource(resource):
+                return {"EndpointArn": doc["EndpointArn"]}
+        raise ServiceUnavailable(f"Endpoint {name} is being changed concurrently; retry.")
+
+    async def update_endpoint_weights_and_capacities(
+        self, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Change variants' weights (at once: the runtime API picks variants by
+        CurrentWeight) and desired instance counts (placement starts or stops instances;
+        the endpoint is Updating until the counts run, as on SageMaker)."""
+        name = params["EndpointName"]
+        arn = self.arn(ResourceKind.ENDPOINT, name)
+        for _ in range(_UPDATE_ATTEMPTS):
+            resource = await self._require(ResourceKind.ENDPOINT, name)
+            doc = resource.doc
+            status = doc.get("EndpointStatus")
+            if status in IN_PROGRESS_STATUSES:
+                raise ValidationException(f'Cannot update in-progress endpoint "{arn}".')
+            if status != EndpointStatus.IN_SERVICE:
+                raise ValidationException(
+                    f'Cannot update endpoint "{arn}" in status {status}: only an InService '
+                    "endpoint's weights and capacities can change."
+                )
+            variants = apply_weights_and_capacities(
+                doc.get("ProductionVariants") or [],
+                params["DesiredWeightsAndCapacities"],
+                endpoint_arn=arn,
+                config_name=str(doc.get("EndpointConfigName")),
+            )
+            new_doc = dict(doc)
+            new_doc["ProductionVariants"] = variants
+            new_doc["EndpointStatus"] = str(EndpointStatus.UPDATING)
+            new_doc["LastModifiedTime"] = self._clock()
+            new_doc.pop("FailureReason", None)
+            if SERVING_KEY not in doc:
+                # Stored before deployments kept their serving generation.
+                new_doc[SERVING_KEY] = {
+                    "Generation": int(doc.get(GENERATION_KEY, 0)),
+                    "Deployment": doc.get(DEPLOYMENT_KEY),
+                }
             resource.doc = new_doc
             if await self._store.update_resource(resource):
                 return {"EndpointArn": doc["EndpointArn"]}

@@ -1,5 +1,6 @@
 """The SageMaker runtime API (rest-json): InvokeEndpointAsync, and the status extension
-``GET /endpoints/{EndpointName}/async-invocations/{InferenceId}`` (DESIGN.md).
+``GET /endpoints/{EndpointName}/async-invocations/{InferenceId}`` (DESIGN.md) with its push
+feed ``.../{InferenceId}/events`` (server-sent events, ``frontdoor/feed.py``).
 
 This is the ingest hot path: header parsing, validation, one endpoint lookup (cached
 for a fraction of a second) and one durable enqueue per request; JSON by msgspec.
@@ -7,6 +8,7 @@ for a fraction of a second) and one durable enqueue per request; JSON by msgspec
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -30,8 +32,9 @@ from sagequeue.domain.resources import (
     resource_arn,
 )
 from sagequeue.frontdoor.errors import WireProtocol
+from sagequeue.frontdoor.feed import invocation_events
 from sagequeue.frontdoor.http import Request, Response
-from sagequeue.ports import Invocation, MetadataStore, QueueStore, ResourceKind
+from sagequeue.ports import ChangeNotices, Invocation, MetadataStore, QueueStore, ResourceKind
 
 if TYPE_CHECKING:
     from sagequeue.monitoring.recorder import MetricsSink
@@ -42,6 +45,7 @@ ENDPOINT_CACHE_SECONDS = 0.5
 
 _ENDPOINTS_PREFIX = "/endpoints/"
 _INVOCATIONS = "async-invocations"
+_EVENTS_SUFFIX = "/events"
 # The IAM action names a key policy uses for the runtime API. The status call is this
 # server's own extension, so its action is too (docs/security.md).
 INVOKE_ACTION = "sagemaker:InvokeEndpointAsync"
@@ -67,6 +71,9 @@ class _StatusBody(msgspec.Struct, omit_defaults=True):
     FailureLocation: str
     EnqueuedTime: float
     Attempts: int
+    # The production variant chosen (by weight) when the request was accepted: the one
+    # that runs it (InvokeEndpoint's X-Amzn-Invoked-Production-Variant).
+    InvokedProductionVariant: str | None = None
     FailureReason: str | None = None
     StartTime: float | None = None
     EndTime: float | None = None
@@ -94,18 +101,31 @@ class RuntimeApi:
         on_enqueued: Callable[[str], None],
         *,
         clock: Callable[[], float] = time.monotonic,
+        change_notices: Callable[[], ChangeNotices | None] = lambda: None,
         metrics: MetricsSink | None = None,
     ) -> None:
         self._get_store = get_store
         self._settings = settings
         self._on_enqueued = on_enqueued
         self._clock = clock
+        self._change_notices = change_notices
+        # Set when the server stops: event feeds end, so that no stream holds it up.
+        self._stopping: asyncio.Event | None = None
         self._metrics = metrics
         # endpoint name -> (valid until (monotonic), document or None when missing)
         self._endpoints: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
+    def close_streams(self) -> None:
+        """The server is stopping: end every event feed."""
+        self._stopping_event().set()
+
+    def _stopping_event(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
     async def handle(self, request: Request) -> Response:
-        name, inference_id = _parse_path(request.raw_path)
+        name, inference_id, feed = _parse_path(request.raw_path)
         if name is not None and inference_id is None and request.method == "POST":
             if request.access is not None:
                 request.authorize(INVOKE_ACTION, self._endpoint_arn(name))
@@ -119,6 +139,8 @@ class RuntimeApi:
         if name is not None and inference_id is not None and request.method == "GET":
             if request.access is not None:
                 request.authorize(STATUS_ACTION, self._endpoint_arn(name))
+            if feed:
+                return await self._events(request, name, inference_id)
             return await self._status(request, name, inference_id)
         raise UnknownOperation(f"No operation matches {request.method} {request.path}.", status=404)
 
@@ -239,22 +261,54 @@ class RuntimeApi:
             raise InvocationNotFound(
                 f"Inference {inference_id} of endpoint {endpoint_name} not found."
             )
-        body = _StatusBody(
+        return Response(
+            200,
+            [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
+            status_json(invocation),
+        )
+
+    async def _events(self, request: Request, endpoint_name: str, inference_id: str) -> Response:
+        store = self._get_store()
+        invocation = await store.get(endpoint_name, inference_id)
+        if invocation is None:
+            raise InvocationNotFound(
+                f"Inference {inference_id} of endpoint {endpoint_name} not found."
+            )
+        events = invocation_events(
+            invocation,
+            lambda: store.get(endpoint_name, inference_id),
+            status_json,
+            notices=self._change_notices(),
+            stopping=self._stopping_event(),
+        )
+        return Response(
+            200,
+            [
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),  # proxies must not hold events back
+                ("x-amzn-requestid", request.request_id),
+            ],
+            events,
+        )
+
+
+def status_json(invocation: Invocation) -> bytes:
+    """The status call's JSON for an invocation (also each event of its feed)."""
+    return _encode(
+        _StatusBody(
             InferenceId=invocation.inference_id,
             Status=str(invocation.status),
             OutputLocation=invocation.output_location,
             FailureLocation=invocation.failure_location,
             EnqueuedTime=invocation.enqueued_at,
             Attempts=invocation.attempts,
+            InvokedProductionVariant=invocation.variant_name or None,
             FailureReason=invocation.failure_reason,
             StartTime=invocation.started_at,
             EndTime=invocation.finished_at,
         )
-        return Response(
-            200,
-            [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
-            _encode(body),
-        )
+    )
 
 
 def s3_object_arn(location: str) -> str | None:
@@ -264,17 +318,21 @@ def s3_object_arn(location: str) -> str | None:
     return "arn:aws:s3:::" + location[len("s3://") :]
 
 
-def _parse_path(raw_path: str) -> tuple[str | None, str | None]:
-    """(EndpointName, InferenceId) of ``/endpoints/{name}/async-invocations[/{id}]``;
-    (None, None) for any other path. Segments are split before decoding, so an
-    InferenceId may hold an encoded ``/``."""
+def _parse_path(raw_path: str) -> tuple[str | None, str | None, bool]:
+    """(EndpointName, InferenceId, whether the event feed is asked for) of
+    ``/endpoints/{name}/async-invocations[/{id}[/events]]``; (None, None, False) for any
+    other path. Segments are split before decoding, so an InferenceId may hold an
+    encoded ``/`` (and one that ends in ``/events`` must encode its ``/``)."""
     if not raw_path.startswith(_ENDPOINTS_PREFIX):
-        return None, None
+        return None, None, False
     parts = raw_path[len(_ENDPOINTS_PREFIX) :].split("/", 2)
     if len(parts) < 2 or parts[1] != _INVOCATIONS or not parts[0]:
-        return None, None
+        return None, None, False
     name = unquote(parts[0])
     if len(parts) == 2:
-        return name, None
-    inference_id = unquote(parts[2])
-    return (name, inference_id) if inference_id else (None, None)
+        return name, None, False
+    raw_id, feed = parts[2], False
+    if raw_id.endswith(_EVENTS_SUFFIX):
+        raw_id, feed = raw_id[: -len(_EVENTS_SUFFIX)], True
+    inference_id = unquote(raw_id)
+    return (name, inference_id, feed) if inference_id else (None, None, False)

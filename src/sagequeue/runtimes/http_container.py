@@ -9,7 +9,7 @@ from typing import Any
 
 from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
 from sagequeue.domain.containers import ContainerUrlError, check_container_host
-from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse
+from sagequeue.ports import InstanceLog, ModelInvocationError, ModelRequest, ModelResponse
 from sagequeue.runtimes.http_client import HttpError, HttpResponse, request
 from sagequeue.runtimes.limits import header_value_or_none, response_too_large
 
@@ -39,8 +39,10 @@ class HttpContainerRuntime:
         self._max_response_bytes = max_response_bytes
 
     async def start_instance(
-        self, model: dict[str, Any], max_concurrency: int
+        self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
     ) -> HttpContainerInstance:
+        """The container's own output is not ours to capture: ``log`` gets sagequeue's
+        lines only."""
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         try:
             base_url = check_container_host(
@@ -54,6 +56,8 @@ class HttpContainerRuntime:
         while True:
             problem = await instance.ping()
             if problem is None:
+                if log is not None:
+                    log.platform(f"The container at {base_url} answers GET /ping")
                 return instance
             last_problem = problem
             if time.monotonic() >= deadline:
@@ -118,7 +122,8 @@ class HttpContainerInstance:
             text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
             side = "client" if response.status < 500 else "server"
             raise ModelInvocationError(
-                f'Received {side} error ({response.status}) from model with message "{text}"'
+                f'Received {side} error ({response.status}) from model with message "{text}"',
+                status=response.status,
             )
         return ModelResponse(
             body=body,

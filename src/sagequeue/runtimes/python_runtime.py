@@ -1,5 +1,10 @@
 """The built-in Python runtime: each model instance is its own OS process running
-``sagequeue.runtimes.python_worker``, fed through length-prefixed frames on its pipes."""
+``sagequeue.runtimes.python_worker``, fed through length-prefixed frames on its pipes.
+
+The process's stdin and stdout carry the frames; everything the model prints (its
+stdout is pointed at its stderr) comes through a third pipe, line by line, to the
+instance's log (``InstanceLog``: the endpoint's CloudWatch-style log stream).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import itertools
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +23,13 @@ from typing import Any
 import msgspec
 
 from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
-from sagequeue.ports import ModelInvocationError, ModelRequest, ModelResponse, ObjectStore
+from sagequeue.ports import (
+    InstanceLog,
+    ModelInvocationError,
+    ModelRequest,
+    ModelResponse,
+    ObjectStore,
+)
 from sagequeue.runtimes.frames import CHUNK_SIZE, HEADER, FrameKind, encode_frame
 from sagequeue.runtimes.limits import header_value_or_none, response_too_large
 from sagequeue.runtimes.model_archive import fetch_model_archive
@@ -36,6 +48,13 @@ RESTART_BACKOFF_SECONDS = 1.0
 FRAME_OVERHEAD = 64 * 1024
 # What is kept of an ERROR frame that is too large (the rest is read and dropped).
 MAX_ERROR_MESSAGE = 64 * 1024
+# A line the model prints is cut in pieces this long (a line without an end is not
+# held back longer than that).
+MAX_OUTPUT_LINE = 64 * 1024
+# The model's last lines, kept to tell why it could not load.
+OUTPUT_TAIL_LINES = 20
+# How long the model's last output is waited for once its process ended.
+OUTPUT_DRAIN_SECONDS = 2.0
 
 
 class InstanceCrashed(ModelInvocationError):
@@ -74,9 +93,11 @@ class PythonRuntime:
         self._models_root = data_dir.absolute() / "models"
         self._max_response_bytes = max_response_bytes
 
-    async def start_instance(self, model: dict[str, Any], max_concurrency: int) -> PythonInstance:
+    async def start_instance(
+        self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
+    ) -> PythonInstance:
         spec = await self.prepare(model)
-        instance = PythonInstance(spec, max_concurrency, self._max_response_bytes)
+        instance = PythonInstance(spec, max_concurrency, self._max_response_bytes, log=log)
         await instance.start()
         return instance
 
@@ -115,8 +136,13 @@ class PythonInstance:
         spec: LaunchSpec,
         max_concurrency: int,
         max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
+        *,
+        log: InstanceLog | None = None,
     ) -> None:
         self.spec = spec
+        self._log = log
+        self._output_task: asyncio.Task[None] | None = None
+        self._output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         self.max_concurrency = max(1, max_concurrency)
         self.max_response_bytes = max_response_bytes
         self._slots = asyncio.Semaphore(self.max_concurrency)
@@ -154,6 +180,7 @@ class PythonInstance:
             str(self.max_response_bytes),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env=env,
             cwd=str(self.spec.model_dir),
             limit=2**20,
@@ -161,19 +188,26 @@ class PythonInstance:
             # which then shuts the instance down in order (it also exits on stdin EOF).
             start_new_session=True,
         )
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
+        self._output_tail.clear()
+        self._output_task = asyncio.create_task(self._forward_output(process.stderr))
         try:
             kind, _, payload = await asyncio.wait_for(
                 _read_frame(process.stdout), LOAD_TIMEOUT_SECONDS
             )
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             await _kill(process)
+            await self._drain_output()
+            last = self._output_tail[-1] if self._output_tail else ""
             raise ModelInvocationError(
                 f"the model instance process exited while loading the model "
-                f"(exit code {process.returncode}); see the server log"
+                f"(exit code {process.returncode})"
+                + (f": {last}" if last else "")
+                + "; see the instance's log stream"
             ) from None
         if kind is not FrameKind.READY:
             await _kill(process)
+            await self._drain_output()
             reason = payload.decode("utf-8", "replace") if kind is FrameKind.LOAD_ERROR else ""
             raise ModelInvocationError(f"The model could not be loaded: {reason}")
         self._process = process
@@ -246,7 +280,53 @@ class PythonInstance:
         if self._reader_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
+        await self._drain_output()
         self._fail_pending("the model instance was shut down")
+
+    # ---------------------------------------------------------------- the model's output
+    async def _forward_output(self, stream: asyncio.StreamReader) -> None:
+        """Every line the process prints, to the instance's log, until its pipe closes."""
+        pending = b""
+        while True:
+            try:
+                chunk = await stream.read(MAX_OUTPUT_LINE)
+            except (ConnectionError, ValueError):
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._output_line(line)
+            while len(pending) >= MAX_OUTPUT_LINE:
+                self._output_line(pending[:MAX_OUTPUT_LINE])
+                pending = pending[MAX_OUTPUT_LINE:]
+        if pending:
+            self._output_line(pending)
+
+    def _output_line(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        self._output_tail.append(line)
+        if self._log is None:
+            sys.stderr.write(line + "\n")
+            return
+        try:
+            self._log.model_output(line)
+        except Exception:  # a log sink's failure must not stop the model's pipe
+            log.exception("forwarding a model output line failed")
+
+    async def _drain_output(self) -> None:
+        """Let the output of a process that ended reach the log (what it printed last,
+        a traceback, often says why it ended)."""
+        task = self._output_task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=OUTPUT_DRAIN_SECONDS)
+            if not task.done():
+                task.cancel()
+
+    def _note(self, line: str) -> None:
+        if self._log is not None:
+            self._log.platform(line)
 
     # ---------------------------------------------------------------- internals
     async def _send(
@@ -316,9 +396,16 @@ class PythonInstance:
             await _kill(process)
         returncode = await process.wait()
         self._ready.clear()
-        self._fail_pending(f"the model instance process exited with code {returncode}")
+        await self._drain_output()
+        self._fail_pending(
+            f"the model instance process exited with code {returncode}{_signal_name(returncode)}"
+        )
         if not self._closing:
             log.warning("model instance pid %s exited with %s; restarting", process.pid, returncode)
+            self._note(
+                f"The model instance process (pid {process.pid}) exited with code "
+                f"{returncode}{_signal_name(returncode)}; restarting it"
+            )
             self._restart_task = asyncio.create_task(self._restart())
 
     def _fail_pending(self, message: str) -> None:
@@ -332,9 +419,11 @@ class PythonInstance:
             try:
                 await self.start()
                 self.restarts += 1
+                self._note(f"The model instance process restarted (pid {self.pid})")
                 return
             except ModelInvocationError as exc:
                 log.error("restarting the model instance failed: %s", exc.message)
+                self._note(f"Restarting the model instance failed: {exc.message}")
                 await asyncio.sleep(RESTART_BACKOFF_SECONDS)
 
     async def _kill_if_stuck(self, number: int, future: asyncio.Future[ModelResponse]) -> None:
@@ -375,6 +464,17 @@ async def _drop_frame(stream: asyncio.StreamReader, length: int, keep: int) -> b
     while remaining:
         remaining -= len(await stream.readexactly(min(remaining, CHUNK_SIZE)))
     return kept
+
+
+def _signal_name(returncode: int | None) -> str:
+    if returncode is None or returncode >= 0:
+        return ""
+    import signal
+
+    try:
+        return f" ({signal.Signals(-returncode).name})"
+    except ValueError:
+        return ""
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

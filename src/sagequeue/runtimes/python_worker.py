@@ -3,12 +3,15 @@
 Loads the model once, then serves invocations framed on stdin/stdout
 (``sagequeue.runtimes.frames``) on up to ``--max-concurrency`` threads. The protocol uses
 the original stdin/stdout descriptors; the handler's own prints go to stderr, so user
-code cannot corrupt the frames. The process exits when stdin closes (server gone).
+code cannot corrupt the frames, and the server forwards stderr to the instance's log
+stream (with the traceback of a handler that raised, and faulthandler's of a process
+that crashes). The process exits when stdin closes (server gone).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 import tempfile
@@ -16,6 +19,7 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
 import msgspec
@@ -64,6 +68,17 @@ def _take_protocol_descriptors() -> tuple[BinaryIO, BinaryIO]:
     return reader, writer
 
 
+_OUR_CODE = str(Path(__file__).resolve().parent.parent)
+
+
+def _user_frames(exc: BaseException) -> TracebackType | None:
+    """The traceback from the first frame outside sagequeue (the model's code) on."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OUR_CODE):
+        tb = tb.tb_next
+    return tb or exc.__traceback__
+
+
 def _run_one(
     channel: _Channel,
     handler: object,
@@ -85,7 +100,11 @@ def _run_one(
     try:
         result, content_type, custom_attributes = handler.invoke(body, context)  # type: ignore[attr-defined]
     except Exception as exc:  # the user's handler: report it as the toolkit's 500 does
-        traceback.print_exc(file=sys.stderr)
+        # One write: a concurrent request's lines do not land in the middle of it.
+        sys.stderr.write(
+            f"Inference {meta.get('inference_id')} failed in the model handler:\n"
+            + "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
+        )
         message = describe_exception(exc).encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]
         channel.write(FrameKind.ERROR, number, message)
         return
@@ -122,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reader, writer = _take_protocol_descriptors()
     channel = _Channel(reader, writer)
+    # A crash in native code (a segfault, an abort) still leaves the Python stacks.
+    faulthandler.enable(file=sys.stderr, all_threads=False)
 
     from sagequeue.runtimes.toolkit import Handler, ModelLoadError, describe_exception
 
