@@ -25,6 +25,7 @@ def select_runtime(
         from sagequeue.runtimes.http_container import HttpContainerRuntime
 
         return HttpContainerRuntime(
+            settings.container_startup_timeout,
             allow_hosts=settings.container_allow_hosts,
             server_host=settings.host,
             max_response_bytes=settings.max_model_response_bytes,
