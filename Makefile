@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench examples clean fuzz postgresql redis-server awscli
+.PHONY: run test lint format bench examples clean fuzz reliability postgresql redis-server awscli
 
 # System packages the tests and the benchmarks run (Debian's), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -54,6 +54,11 @@ test: $(STAMP) lint postgresql awscli
 # The hostile-input suite with many random examples (make test runs a few, derandomized).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/hostile
+
+# docs/reliability.md: a larger run of the crash and fault suite, the hostile inputs with
+# the fuzz profile and the HTTP floods; every figure computed by the run (~10 minutes).
+reliability: $(STAMP) postgresql
+	$(BIN)/python -m bench.reliability
 
 bench: $(STAMP) postgresql redis-server
 	$(BIN)/python -m bench

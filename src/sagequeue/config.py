@@ -29,6 +29,14 @@ DEFAULT_MODEL_LOG_RETENTION_SECONDS = 7 * 24 * 3600
 DEFAULT_MODEL_LOG_MAX_BYTES = 1024**3
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
+# The largest model response a worker takes (SageMaker Asynchronous Inference's payload
+# limit, 1 GB); a worker holds each response it writes in memory. Responses travel to the
+# worker in frames with a 32-bit length, hence the upper bound.
+DEFAULT_MAX_MODEL_RESPONSE_BYTES = 1024**3
+MAX_MODEL_RESPONSE_BYTES_LIMIT = 4095 * 1024**2
+# How long a worker keeps trying to write a failure object before the request goes back
+# to the queue (to end once the object store is back).
+DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS = 60.0
 # Failed notification deliveries are retried this long before they count as failed.
 DEFAULT_NOTIFICATION_RETRY_SECONDS = 3600.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,6 +93,9 @@ class Settings:
     body_timeout: float = 30.0  # seconds without a byte while a body is being received
     max_connections: int = 1024  # open connections; more are refused with 503
     max_control_body: int = 1024 * 1024  # control-plane request body, bytes
+    # Model responses over this many bytes fail the request (docs/reliability.md).
+    max_model_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES
+    failure_write_timeout: float = DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS
     # GET /metrics from anywhere but loopback needs this bearer token (or a signature).
     metrics_token: str | None = None
     # CloudWatch and Application Auto Scaling time runs this many times faster than real
@@ -149,6 +160,8 @@ _SCALARS: dict[str, Any] = {
     "body_timeout": float,
     "max_connections": int,
     "max_control_body": int,
+    "max_model_response_bytes": int,
+    "failure_write_timeout": float,
     "metrics_token": str,
     "time_scale": float,
     "model_log_max_bytes": int,
@@ -162,6 +175,8 @@ _POSITIVE = (
     "body_timeout",
     "max_connections",
     "max_control_body",
+    "max_model_response_bytes",
+    "failure_write_timeout",
     "time_scale",
     "model_log_max_bytes",
     "container_startup_timeout",
@@ -229,6 +244,11 @@ def load_settings(
     retention = _first_given(flags, environ, file_values, "retention")
     if retention is not None:
         settings.retention = parse_duration(retention, "retention")
+    if settings.max_model_response_bytes > MAX_MODEL_RESPONSE_BYTES_LIMIT:
+        raise ConfigError(
+            f"max-model-response-bytes must be at most {MAX_MODEL_RESPONSE_BYTES_LIMIT} "
+            f"(4095 MiB), not {settings.max_model_response_bytes}"
+        )
     _load_notification_settings(settings, flags, environ, file_values)
     model_log_retention = _first_given(flags, environ, file_values, "model_log_retention")
     if model_log_retention is not None:

@@ -16,6 +16,32 @@ from collections import Counter
 
 ENVIRONMENT_VARIABLE = "SAGEQUEUE_TEST_FAULTS"
 
+# Every point, with the step it cuts (docs/reliability.md lists them from here).
+POINTS = {
+    "after-output-before-finish": (
+        "the worker wrote a request's output object; the finish is not committed"
+    ),
+    "local-store-after-rename": (
+        "local object store: a new body (object or part) is renamed into place; its index "
+        "row is not committed"
+    ),
+    "local-store-after-commit": (
+        "local object store: the index commit replaced or deleted an object or part; the "
+        "old body file is not unlinked yet"
+    ),
+    "complete-multipart-after-concatenate": (
+        "CompleteMultipartUpload (local store): the parts are concatenated into a temp "
+        "file, not renamed into place"
+    ),
+    "complete-multipart-after-rename": (
+        "CompleteMultipartUpload (local store): the object body is in place; the commit "
+        "that makes it the object and ends the upload is not done"
+    ),
+    "complete-multipart-after-commit": (
+        "CompleteMultipartUpload (local store): committed; the part files are not unlinked"
+    ),
+}
+
 
 def _armed_points(spec: str) -> dict[str, int]:
     armed: dict[str, int] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -80,6 +81,7 @@ async def test_hostile_keys_write_nothing_outside_the_root(
     top_level = sorted(p.name for p in (tmp_path / "root").iterdir())
     assert [n for n in top_level if not n.startswith("index.db")] == [
         "data",
+        "index.lock",
         "parts",
         "reserve",
         "tmp",
@@ -121,6 +123,76 @@ async def test_crash_leftover_temp_file_is_not_an_object(tmp_path: Path) -> None
         assert await read(reopened, "k") == b"committed"
     finally:
         await reopened.close()
+
+
+def files_under(root: Path) -> set[str]:
+    return {
+        str(p.relative_to(root))
+        for area in ("data", "parts", "tmp")
+        for p in (root / area).rglob("*")
+        if p.is_file()
+    }
+
+
+async def leave_crash_leftovers(root: Path) -> tuple[set[str], set[str]]:
+    """A store with an object and an upload's part, closed; then the files a crash can
+    leave: a temp file, a renamed but uncommitted body and part. Returns (the files the
+    index refers to, the leftovers)."""
+    store = LocalObjectStore(root)
+    await store.open()
+    await store.create_bucket("bucket")
+    await store.put_object("bucket", "k", body(b"committed"))
+    upload = await store.create_multipart_upload("bucket", "big")
+    await store.upload_part("bucket", "big", upload.upload_id, 1, body(b"part"))
+    await store.close()
+    referenced = files_under(root)
+    leftovers = {"tmp/0123abcd", "data/ab/ab0123456789", "parts/cd/cd0123456789"}
+    for relative in leftovers:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"torn")
+    return referenced, leftovers
+
+
+async def test_opening_the_store_alone_sweeps_every_crash_leftover(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    referenced, _ = await leave_crash_leftovers(root)
+    reopened = LocalObjectStore(root)
+    await reopened.open()
+    try:
+        assert files_under(root) == referenced
+        assert await read(reopened, "k") == b"committed"
+        assert [
+            p.part_number
+            for p in await reopened.list_parts(
+                "bucket", "big", (await reopened.list_multipart_uploads("bucket"))[0].upload_id
+            )
+        ] == [1]
+    finally:
+        await reopened.close()
+
+
+async def test_a_store_shared_with_a_running_process_sweeps_only_old_leftovers(
+    tmp_path: Path,
+) -> None:
+    """Another process has the store open: a file it does not know may be that process's
+    write between rename and commit, so only files untouched for an hour go."""
+    root = tmp_path / "root"
+    referenced, leftovers = await leave_crash_leftovers(root)
+    old = "data/ab/ab0123456789"
+    two_hours_ago = time.time() - 7200
+    os.utime(root / old, (two_hours_ago, two_hours_ago))
+    running = LocalObjectStore(root)
+    await running.open()  # alone: sweeps everything; write the leftovers again
+    for relative in leftovers:
+        (root / relative).write_bytes(b"torn")
+    os.utime(root / old, (two_hours_ago, two_hours_ago))
+    starting = LocalObjectStore(root)
+    await starting.open()
+    try:
+        assert files_under(root) == referenced | (leftovers - {old})
+    finally:
+        await starting.close()
+        await running.close()
 
 
 async def test_overwrite_removes_the_replaced_body_file(local: LocalObjectStore) -> None:

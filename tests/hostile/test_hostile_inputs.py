@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -20,10 +22,15 @@ from botocore.credentials import Credentials
 from hypothesis import given
 from hypothesis import strategies as st
 
+import figures
 from conftest import ServerProcess, free_port
 
 BY_DESIGN_5XX = {501}  # S3 operations and subresources not offered
 MIB = 1024 * 1024
+# Statuses answered, and the server's RSS after, per test (for docs/reliability.md,
+# through tests/figures.py).
+ANSWERED: dict[str, Counter[int]] = {}
+RSS_AFTER: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,36 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def baseline_rss(server: ServerProcess) -> int:
-    return rss_of(server)
+def baseline_rss(server: ServerProcess) -> Iterator[int]:
+    baseline = rss_of(server)
+    yield baseline
+    for test, statuses in ANSWERED.items():
+        figures.record(
+            "hostile",
+            test.split("::")[-1],
+            test,
+            tried=sum(statuses.values()),
+            statuses={str(k): v for k, v in sorted(statuses.items())},
+            server_errors_by_design=sum(statuses[code] for code in BY_DESIGN_5XX),
+            server_errors=sum(
+                n for code, n in statuses.items() if code >= 500 and code not in BY_DESIGN_5XX
+            ),
+            rss_start=baseline,
+            rss_end=RSS_AFTER.get(test, 0),
+            profile=os.environ.get("HYPOTHESIS_PROFILE", "ci"),
+        )
+
+
+@pytest.fixture(autouse=True)
+def rss_after_each_test(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[None]:
+    yield
+    RSS_AFTER[request.node.nodeid] = rss_of(server)
+
+
+def count_answer(status: int) -> int:
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    ANSWERED.setdefault(test, Counter())[status] += 1
+    return status
 
 
 def rss_of(server: ServerProcess) -> int:
@@ -80,9 +115,9 @@ def send_signed(
         connection.endheaders(body)
         response = connection.getresponse()
         response.read()
-        return response.status
+        return count_answer(response.status)
     except (ConnectionError, http.client.RemoteDisconnected):
-        return 0
+        return count_answer(0)
     finally:
         connection.close()
 

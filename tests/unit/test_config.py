@@ -180,3 +180,17 @@ def test_unusable_policy_is_a_config_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="the Policy of B"):
         load_settings({}, str(config), environ={})
+
+
+def test_model_response_bound_and_failure_write_timeout_have_defaults_and_limits() -> None:
+    defaults = load_settings({}, environ={})
+    assert defaults.max_model_response_bytes == 1024**3  # SageMaker's 1 GB
+    assert defaults.failure_write_timeout == 60.0
+    given = load_settings(
+        {"max_model_response_bytes": "4096"}, environ={"SAGEQUEUE_FAILURE_WRITE_TIMEOUT": "2.5"}
+    )
+    assert (given.max_model_response_bytes, given.failure_write_timeout) == (4096, 2.5)
+    with pytest.raises(ConfigError, match="at most 4293918720"):
+        load_settings({"max_model_response_bytes": str(4 * 1024**3)}, environ={})
+    with pytest.raises(ConfigError, match="failure-write-timeout must be positive"):
+        load_settings({"failure_write_timeout": "0"}, environ={})

@@ -487,11 +487,9 @@ async def test_output_unwritable_past_the_invocation_timeout_fails_with_the_reas
 
 
 async def test_request_whose_failure_object_cannot_be_written_ends_once_the_store_is_back(
-    env, monkeypatch
+    env,
 ) -> None:
-    from sagequeue.dispatch import execution
-
-    monkeypatch.setattr(execution, "FAILURE_WRITE_SECONDS", 0.3)
+    env.settings.failure_write_timeout = 0.3
     await env.create_endpoint("crashy", archive="crashing")
     await env.worker()
     await env.endpoint("crashy")

@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
     parser.add_argument(
+        "--max-model-response-bytes",
+        help="largest model response a worker takes; a larger one fails the request "
+        "(default 1073741824, SageMaker's 1 GB)",
+    )
+    parser.add_argument(
+        "--failure-write-timeout",
+        help="seconds a worker retries writing a failure object before the request goes "
+        "back to the queue (default 60)",
+    )
+    parser.add_argument(
         "--metrics-token",
         help="bearer token that GET /metrics takes from clients not on loopback "
         "(a SigV4-signed request works too; see docs/metrics.md)",

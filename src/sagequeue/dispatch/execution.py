@@ -43,10 +43,10 @@ log = logging.getLogger("sagequeue.worker")
 MAX_ATTEMPTS = 3
 MAX_REASON_LENGTH = 1024
 # Transient object-store errors are retried with exponential backoff and jitter: reads
-# and output writes within the invocation's timeout, failure objects for this long.
+# and output writes within the invocation's timeout, failure objects for the
+# failure_write_timeout setting.
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
-FAILURE_WRITE_SECONDS = 60.0
 # A queue store that is unavailable (restarting) is retried for this long by a finish.
 STORE_RETRY_SECONDS = 15.0
 
@@ -233,7 +233,9 @@ class Executor:
             )
 
         try:
-            await self._retrying(write, self.clock.monotonic() + FAILURE_WRITE_SECONDS)
+            await self._retrying(
+                write, self.clock.monotonic() + self.settings.failure_write_timeout
+            )
         except (S3Error, ValueError, OSError) as exc:
             if is_transient(exc):
                 log.error(

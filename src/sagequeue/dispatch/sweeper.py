@@ -60,13 +60,22 @@ class Sweeper:
             PURGE_EVERY_SECONDS, max(1.0, retention_seconds / 4)
         )
         self._next_purge = 0.0
+        self._reap_after = 0.0  # monotonic
+
+    def hold_off_reaping(self, seconds: float) -> None:
+        """Reap no worker and re-queue no lapsed lease for ``seconds`` (the wall clock
+        jumped forward: live workers' heartbeats look lapsed until they renew them)."""
+        self._reap_after = self.clock.monotonic() + seconds
 
     async def sweep(self) -> None:
         now = self.clock.now()
-        reaped = await self.fleet.reap_workers(now)
-        if reaped:
-            log.warning("workers gone (heartbeat lapsed), their work moves: %s", ", ".join(reaped))
-        await self.queue.requeue_lapsed(now)
+        if self.clock.monotonic() >= self._reap_after:
+            reaped = await self.fleet.reap_workers(now)
+            if reaped:
+                log.warning(
+                    "workers gone (heartbeat lapsed), their work moves: %s", ", ".join(reaped)
+                )
+            await self.queue.requeue_lapsed(now)
         await self._expire_overdue(now)
         if self.clock.monotonic() >= self._next_purge:
             self._next_purge = self.clock.monotonic() + self._purge_every

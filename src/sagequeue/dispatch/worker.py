@@ -56,6 +56,9 @@ LEASE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 SWEEP_SECONDS = 1.0
 STOP_GRACE_SECONDS = 25.0
+# A wall clock that moves this much more (or less) than the monotonic clock between two
+# sweeps has jumped (an NTP step, a suspended VM, an operator's date command).
+CLOCK_JUMP_SECONDS = 1.0
 # At a stop, notifications due then are delivered for up to this long.
 NOTIFY_GRACE_SECONDS = 5.0
 
@@ -165,6 +168,7 @@ class Worker:
             outbox=store,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._clock_reading: tuple[float, float] | None = None  # (now, monotonic)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 
@@ -186,7 +190,7 @@ class Worker:
         self._tasks = [
             self._every(self.membership.heartbeat_seconds, self.membership.beat, "heartbeat"),
             self._every(self._placement_seconds, self.placement.tick, "placement"),
-            self._every(self._sweep_seconds, self.sweeper.sweep, "sweeper"),
+            self._every(self._sweep_seconds, self._sweep, "sweeper"),
             self._every(self._renew_seconds, self._renew, "renewer"),
             self._every(FLUSH_SECONDS, self.logs.flush, "model log shipper"),
             self._every(self.log_retention.every_seconds, self.log_retention.run, "log retention"),
@@ -240,6 +244,41 @@ class Worker:
                     log.exception("worker background step %s failed", name)
 
         return asyncio.create_task(loop(), name=name)
+
+    async def _sweep(self) -> None:
+        """Sweep, this worker being alive: when its own heartbeat looks lapsed (the wall
+        clock jumped, or the process stalled past the worker timeout), renew its
+        heartbeat and leases first, so that the sweep does not take it for dead and
+        re-queue what it runs. After a jump forward, reaping and re-queueing also wait
+        one worker timeout: the other workers of this host saw the same jump and renew
+        theirs meanwhile. (Invocation timeouts use the monotonic clock.)"""
+        now, monotonic = self.clock.now(), self.clock.monotonic()
+        previous, self._clock_reading = self._clock_reading, (now, monotonic)
+        refresh = False
+        if previous is not None:
+            jump = (now - previous[0]) - (monotonic - previous[1])
+            if abs(jump) > CLOCK_JUMP_SECONDS:
+                log.warning(
+                    "the wall clock jumped %s by %.1f s; renewing this worker's heartbeat "
+                    "and leases before sweeping",
+                    "forward" if jump > 0 else "back",
+                    abs(jump),
+                )
+                if jump > 0:
+                    self.sweeper.hold_off_reaping(self.membership.timeout)
+                refresh = True
+        lapsed_for = now - self.membership.record.heartbeat_expires_at
+        if lapsed_for > 0 and not refresh:
+            log.warning(
+                "this worker's heartbeat lapsed %.1f s ago (the process stalled); renewing "
+                "it and its leases before sweeping",
+                lapsed_for,
+            )
+            refresh = True
+        if refresh:
+            await self.membership.beat()
+            await self._renew()
+        await self.sweeper.sweep()
 
     async def _renew(self) -> None:
         by_owner: dict[str, list[str]] = {}

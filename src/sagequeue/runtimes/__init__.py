@@ -28,7 +28,10 @@ def select_runtime(
             settings.container_startup_timeout,
             allow_hosts=settings.container_allow_hosts,
             server_host=settings.host,
+            max_response_bytes=settings.max_model_response_bytes,
         )
     from sagequeue.runtimes.python_runtime import PythonRuntime
 
-    return PythonRuntime(objects, settings.data_dir)
+    return PythonRuntime(
+        objects, settings.data_dir, max_response_bytes=settings.max_model_response_bytes
+    )

@@ -23,14 +23,18 @@ class HttpResponse:
     _writer: asyncio.StreamWriter | None = field(default=None, repr=False)
 
     async def read(self, limit: int | None = None) -> bytes:
+        """The body, or its first ``limit`` bytes (then the connection is closed)."""
         parts: list[bytes] = []
         total = 0
-        async for chunk in self.body_stream:
-            parts.append(chunk)
-            total += len(chunk)
-            if limit is not None and total >= limit:
-                break
-        await self.close()
+        try:
+            async for chunk in self.body_stream:
+                if limit is not None and total + len(chunk) >= limit:
+                    parts.append(chunk[: limit - total])
+                    break
+                parts.append(chunk)
+                total += len(chunk)
+        finally:
+            await self.close()
         return b"".join(parts)
 
     async def close(self) -> None:
@@ -113,23 +117,38 @@ async def request(
 
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        while True:
-            size_line = await reader.readline()
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
+    """The body's bytes as they come; HttpError when it is malformed or cut short."""
+    try:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size_line = await reader.readline()
+                size = _chunk_size(size_line)
+                if size == 0:
+                    await reader.readline()
+                    return
+                async for chunk in _exactly(reader, size, "connection closed inside a chunk"):
+                    yield chunk
                 await reader.readline()
-                return
-            async for chunk in _exactly(reader, size, "connection closed inside a chunk"):
+        elif "content-length" in headers:
+            declared = headers["content-length"]
+            if not declared.isdigit():
+                raise HttpError(f"invalid Content-Length {declared[:40]!r}")
+            async for chunk in _exactly(
+                reader, int(declared), "connection closed before the end of the body"
+            ):
                 yield chunk
-            await reader.readline()
-    elif "content-length" in headers:
-        size = int(headers["content-length"])
-        async for chunk in _exactly(reader, size, "connection closed before the end of the body"):
-            yield chunk
-    else:
-        while chunk := await reader.read(1024 * 1024):
-            yield chunk
+        else:
+            while chunk := await reader.read(1024 * 1024):
+                yield chunk
+    except (OSError, ValueError) as exc:  # reset connections, over-long lines
+        raise HttpError(f"reading the body failed: {exc}") from None
+
+
+def _chunk_size(line: bytes) -> int:
+    text = line.split(b";", 1)[0].strip()
+    if not text or len(text) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in text):
+        raise HttpError(f"invalid chunk size line {line[:40]!r}")
+    return int(text, 16)
 
 
 async def _exactly(

@@ -7,9 +7,11 @@ import asyncio
 import time
 from typing import Any
 
+from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
 from sagequeue.domain.containers import ContainerUrlError, check_container_host
 from sagequeue.ports import InstanceLog, ModelInvocationError, ModelRequest, ModelResponse
-from sagequeue.runtimes.http_client import HttpError, request
+from sagequeue.runtimes.http_client import HttpError, HttpResponse, request
+from sagequeue.runtimes.limits import header_value_or_none, response_too_large
 
 PING_TIMEOUT_SECONDS = 30.0
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -29,10 +31,12 @@ class HttpContainerRuntime:
         *,
         allow_hosts: list[str] | None = None,
         server_host: str = "127.0.0.1",
+        max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
     ) -> None:
         self._ping_timeout = ping_timeout
         self._allow_hosts = list(allow_hosts or [])
         self._server_host = server_host
+        self._max_response_bytes = max_response_bytes
 
     async def start_instance(
         self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
@@ -46,7 +50,7 @@ class HttpContainerRuntime:
             )
         except ContainerUrlError as exc:
             raise ModelInvocationError(str(exc)) from None
-        instance = HttpContainerInstance(base_url, max_concurrency)
+        instance = HttpContainerInstance(base_url, max_concurrency, self._max_response_bytes)
         deadline = time.monotonic() + self._ping_timeout
         last_problem = "no answer"
         while True:
@@ -64,9 +68,15 @@ class HttpContainerRuntime:
 
 
 class HttpContainerInstance:
-    def __init__(self, base_url: str, max_concurrency: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        max_concurrency: int,
+        max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
+    ) -> None:
         self.base_url = base_url
         self.max_concurrency = max(1, max_concurrency)
+        self.max_response_bytes = max_response_bytes
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
     async def ping(self) -> str | None:
@@ -98,10 +108,15 @@ class HttpContainerInstance:
                 response = await request(
                     "POST", self.base_url + "/invocations", headers, model_request.body
                 )
-                body = await response.read()
             except HttpError as exc:
                 raise ModelInvocationError(
                     f"Could not reach the model container at {self.base_url}: {exc}"
+                ) from None
+            try:
+                body = await self._read_body(response)
+            except HttpError as exc:
+                raise ModelInvocationError(
+                    f"The model container at {self.base_url} sent a malformed response: {exc}"
                 ) from None
         if not 200 <= response.status < 300:
             text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
@@ -112,9 +127,26 @@ class HttpContainerInstance:
             )
         return ModelResponse(
             body=body,
-            content_type=response.headers.get("content-type"),
-            custom_attributes=response.headers.get(CUSTOM_ATTRIBUTES_HEADER.lower()),
+            content_type=header_value_or_none(response.headers.get("content-type")),
+            custom_attributes=header_value_or_none(
+                response.headers.get(CUSTOM_ATTRIBUTES_HEADER.lower())
+            ),
         )
+
+    async def _read_body(self, response: HttpResponse) -> bytes:
+        """The response body, never more than max_model_response_bytes of it (an error
+        answer's first MAX_ERROR_BODY bytes only)."""
+        limit = self.max_response_bytes if 200 <= response.status < 300 else MAX_ERROR_BODY
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit and limit == self.max_response_bytes:
+            await response.close()
+            raise response_too_large(int(declared), limit)
+        body = await response.read(limit + 1)
+        if len(body) > limit:
+            if limit == self.max_response_bytes:
+                raise response_too_large(None, limit)
+            body = body[:limit]
+        return body
 
     async def close(self) -> None:
         """Nothing to stop: the container is not ours."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from sagequeue.config import DEFAULT_MAX_MODEL_RESPONSE_BYTES
 from sagequeue.ports import (
     InstanceLog,
     ModelInvocationError,
@@ -30,6 +31,7 @@ from sagequeue.ports import (
     ObjectStore,
 )
 from sagequeue.runtimes.frames import CHUNK_SIZE, HEADER, FrameKind, encode_frame
+from sagequeue.runtimes.limits import header_value_or_none, response_too_large
 from sagequeue.runtimes.model_archive import fetch_model_archive
 
 log = logging.getLogger("sagequeue.runtimes.python")
@@ -41,6 +43,11 @@ LOAD_TIMEOUT_SECONDS = 300.0
 # instance process is restarted (a thread cannot be stopped any other way).
 TIMEOUT_GRACE_SECONDS = 5.0
 RESTART_BACKOFF_SECONDS = 1.0
+# Room in a RESULT frame beyond the response body: its length prefix and JSON metadata
+# (content type, custom attributes).
+FRAME_OVERHEAD = 64 * 1024
+# What is kept of an ERROR frame that is too large (the rest is read and dropped).
+MAX_ERROR_MESSAGE = 64 * 1024
 # A line the model prints is cut in pieces this long (a line without an end is not
 # held back longer than that).
 MAX_OUTPUT_LINE = 64 * 1024
@@ -75,15 +82,22 @@ def _container_of(model: dict[str, Any]) -> dict[str, Any]:
 class PythonRuntime:
     """``ModelRuntime`` for ``sagequeue/python`` and SageMaker framework images."""
 
-    def __init__(self, objects: ObjectStore, data_dir: Path) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        data_dir: Path,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
+    ) -> None:
         self._objects = objects
         self._models_root = data_dir.absolute() / "models"
+        self._max_response_bytes = max_response_bytes
 
     async def start_instance(
         self, model: dict[str, Any], max_concurrency: int, *, log: InstanceLog | None = None
     ) -> PythonInstance:
         spec = await self.prepare(model)
-        instance = PythonInstance(spec, max_concurrency, log=log)
+        instance = PythonInstance(spec, max_concurrency, self._max_response_bytes, log=log)
         await instance.start()
         return instance
 
@@ -118,13 +132,19 @@ class PythonInstance:
     """One model instance process; restarts it when it dies."""
 
     def __init__(
-        self, spec: LaunchSpec, max_concurrency: int, *, log: InstanceLog | None = None
+        self,
+        spec: LaunchSpec,
+        max_concurrency: int,
+        max_response_bytes: int = DEFAULT_MAX_MODEL_RESPONSE_BYTES,
+        *,
+        log: InstanceLog | None = None,
     ) -> None:
         self.spec = spec
         self._log = log
         self._output_task: asyncio.Task[None] | None = None
         self._output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         self.max_concurrency = max(1, max_concurrency)
+        self.max_response_bytes = max_response_bytes
         self._slots = asyncio.Semaphore(self.max_concurrency)
         self._numbers = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ModelResponse]] = {}
@@ -156,6 +176,8 @@ class PythonInstance:
             self.spec.program,
             "--max-concurrency",
             str(self.max_concurrency),
+            "--max-response-bytes",
+            str(self.max_response_bytes),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -330,9 +352,23 @@ class PythonInstance:
 
     async def _read_results(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
+        largest_frame = self.max_response_bytes + FRAME_OVERHEAD
         try:
             while True:
-                kind, number, payload = await _read_frame(process.stdout)
+                kind, number, length = _parse_header(await process.stdout.readexactly(HEADER.size))
+                if length > largest_frame:
+                    # The instance checks the size itself; this holds if it does not:
+                    # the frame is read and dropped, never held.
+                    kept = await _drop_frame(process.stdout, length, MAX_ERROR_MESSAGE)
+                    future = self._pending.pop(number, None)
+                    if future is not None and not future.done():
+                        future.set_exception(
+                            response_too_large(length - FRAME_OVERHEAD, self.max_response_bytes)
+                            if kind is FrameKind.RESULT
+                            else ModelInvocationError(kept.decode("utf-8", "replace"))
+                        )
+                    continue
+                payload = await process.stdout.readexactly(length) if length else b""
                 if kind is FrameKind.PONG:
                     pong = self._pongs.get(number)
                     if pong is not None and not pong.done():
@@ -347,14 +383,17 @@ class PythonInstance:
                     future.set_result(
                         ModelResponse(
                             body=payload[4 + meta_length :],
-                            content_type=meta.get("content_type"),
-                            custom_attributes=meta.get("custom_attributes"),
+                            content_type=header_value_or_none(meta.get("content_type")),
+                            custom_attributes=header_value_or_none(meta.get("custom_attributes")),
                         )
                     )
                 elif kind is FrameKind.ERROR:
                     future.set_exception(ModelInvocationError(payload.decode("utf-8", "replace")))
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except ValueError:  # not a frame: the channel is out of step, start afresh
+            log.error("model instance pid %s wrote a malformed frame; restarting", process.pid)
+            await _kill(process)
         returncode = await process.wait()
         self._ready.clear()
         await self._drain_output()
@@ -407,10 +446,24 @@ async def _chunks(body: bytes | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _read_frame(stream: asyncio.StreamReader) -> tuple[FrameKind, int, bytes]:
-    header = await stream.readexactly(HEADER.size)
-    kind, number, length = HEADER.unpack(header)
+    kind, number, length = _parse_header(await stream.readexactly(HEADER.size))
     payload = await stream.readexactly(length) if length else b""
-    return FrameKind(kind), number, payload
+    return kind, number, payload
+
+
+def _parse_header(header: bytes) -> tuple[FrameKind, int, int]:
+    """(kind, request number, payload length); ValueError for an unknown kind."""
+    kind, number, length = HEADER.unpack(header)
+    return FrameKind(kind), number, length
+
+
+async def _drop_frame(stream: asyncio.StreamReader, length: int, keep: int) -> bytes:
+    """Read a frame's payload of ``length`` bytes, keeping only its first ``keep``."""
+    kept = await stream.readexactly(min(length, keep))
+    remaining = length - len(kept)
+    while remaining:
+        remaining -= len(await stream.readexactly(min(remaining, CHUNK_SIZE)))
+    return kept
 
 
 def _signal_name(returncode: int | None) -> str:

@@ -27,6 +27,8 @@ import msgspec
 from sagequeue.runtimes.frames import HEADER, FrameKind, encode_frame
 
 SPOOL_IN_MEMORY = 64 * 1024 * 1024
+# What an error message may carry back (the failure object); the rest is cut.
+MAX_ERROR_MESSAGE = 64 * 1024
 
 
 class _Channel:
@@ -77,7 +79,15 @@ def _user_frames(exc: BaseException) -> TracebackType | None:
     return tb or exc.__traceback__
 
 
-def _run_one(channel: _Channel, handler: object, number: int, meta: dict, body: bytes) -> None:
+def _run_one(
+    channel: _Channel,
+    handler: object,
+    number: int,
+    meta: dict,
+    body: bytes,
+    max_response_bytes: int,
+) -> None:
+    from sagequeue.runtimes.limits import response_too_large
     from sagequeue.runtimes.toolkit import Context, describe_exception
 
     context = Context(
@@ -95,16 +105,30 @@ def _run_one(channel: _Channel, handler: object, number: int, meta: dict, body: 
             f"Inference {meta.get('inference_id')} failed in the model handler:\n"
             + "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
         )
-        channel.write(FrameKind.ERROR, number, describe_exception(exc).encode("utf-8"))
+        message = describe_exception(exc).encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]
+        channel.write(FrameKind.ERROR, number, message)
         return
-    response_meta = msgspec.json.encode(
-        {"content_type": content_type, "custom_attributes": custom_attributes}
-    )
+    if len(result) > max_response_bytes:
+        too_large = response_too_large(len(result), max_response_bytes)
+        channel.write(FrameKind.ERROR, number, too_large.message.encode("utf-8"))
+        return
+    try:
+        response_meta = msgspec.json.encode(
+            {"content_type": _text_or_none(content_type), "custom_attributes": custom_attributes}
+        )
+    except (TypeError, ValueError) as exc:  # attributes that are not text
+        reason = f"The handler's response cannot be sent: {describe_exception(exc)}"
+        channel.write(FrameKind.ERROR, number, reason.encode("utf-8", "replace"))
+        return
     channel.write(
         FrameKind.RESULT,
         number,
         len(response_meta).to_bytes(4, "big") + response_meta + result,
     )
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code-dir", required=True)
     parser.add_argument("--program", default="inference.py")
     parser.add_argument("--max-concurrency", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-response-bytes", type=int, default=1024**3)
     args = parser.parse_args(argv)
     reader, writer = _take_protocol_descriptors()
     channel = _Channel(reader, writer)
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 spool.seek(0)
                 body = spool.read()
                 spool.close()
-                pool.submit(_run_one, channel, handler, number, meta, body)
+                pool.submit(_run_one, channel, handler, number, meta, body, args.max_response_bytes)
         elif kind is FrameKind.PING:
             channel.write(FrameKind.PONG, number)
 

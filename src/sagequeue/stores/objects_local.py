@@ -3,6 +3,8 @@
 Layout under the root::
 
     index.db            SQLite (WAL): buckets, objects, uploads, parts
+    index.lock          flock()ed shared by every process that has the store open
+                        (exclusively while one sweeps crash leftovers at start)
     data/<xx>/<uuid>    object bodies, one immutable file per written version
     parts/<uuid>        multipart parts until completed
     tmp/<uuid>          writes in progress
@@ -16,8 +18,11 @@ the index, so `..`, absolute keys, NUL, 1024-byte keys, case or Unicode normalis
 variants cannot escape the root or collide. A write goes to tmp/, is fsynced, renamed
 into data/ (directory fsynced), and only then does one SQLite transaction point the key
 at it, together with its metadata: the commit is the atomic switch, so a reader sees the
-old object or the new one with its own metadata, and a crash leaves at worst an
-unreferenced file. Keys are TEXT compared with SQLite's BINARY collation (memcmp of
+old object or the new one with its own metadata. Files are removed only after the commit
+that stops referencing them, so an index row never lacks its file, and a crash leaves at
+worst files the index does not know: a temp file, a body renamed but not committed, a
+replaced body or completed parts not yet unlinked. Opening the store sweeps them (see
+``_sweep_orphans_sync``). Keys are TEXT compared with SQLite's BINARY collation (memcmp of
 UTF-8), which is S3's listing order, and listing walks the primary-key index.
 """
 
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -38,6 +45,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from sagequeue import faults
 from sagequeue.domain.errors import S3Error
 from sagequeue.ports import ObjectInfo
 from sagequeue.stores.objects import (
@@ -80,6 +88,8 @@ from sagequeue.stores.sse_s3 import KEY_FILE, SSE_S3, ObjectKey, ServerKey
 
 T = TypeVar("T")
 
+log = logging.getLogger("sagequeue.objects")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
@@ -100,6 +110,9 @@ CREATE TABLE IF NOT EXISTS parts (
     PRIMARY KEY (upload_id, part_number)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bucket_cors (bucket TEXT PRIMARY KEY, rules TEXT NOT NULL);
+-- The start-up sweep asks, for each file on disk, whether a row refers to it.
+CREATE INDEX IF NOT EXISTS objects_by_file ON objects (file);
+CREATE INDEX IF NOT EXISTS parts_by_file ON parts (file);
 """
 # Columns added after the first release: (table, column, declaration), added to an
 # older index when it is opened.
@@ -125,7 +138,10 @@ _UPLOAD_COLUMNS = (
 _PART_COLUMNS = "part_number, size, etag, last_modified, checksum, file, checksum_algorithm, sse"
 _RESERVE_BYTES = 512 * 1024
 _WRITE_BUFFER = 1024 * 1024
-_STALE_TMP_SECONDS = 24 * 3600
+# When other processes have the store open too, a file the index does not know may be
+# one of their writes between its rename and its commit: only files untouched for this
+# long are crash leftovers then. (A process that opens the store alone sweeps them all.)
+_ORPHAN_GRACE_SECONDS = 3600.0
 _LIST_BATCH = 1000
 
 
@@ -226,6 +242,7 @@ class LocalObjectStore:
         self._server_key: ServerKey | None = None
         self._reserve_released = False
         self._key_lock = threading.Lock()
+        self._lock_fd: int | None = None
 
     # ---------------------------------------------------------------- life cycle
     async def open(self) -> None:
@@ -245,21 +262,82 @@ class LocalObjectStore:
             if column not in present:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         self._db = db
+        self._lock_and_sweep()
         self._make_reserve()
-        # Temp files of writes that died long ago (other processes may share the root:
-        # only old ones are removed).
-        cutoff = time.time() - _STALE_TMP_SECONDS
-        for entry in (self.root / "tmp").iterdir():
+
+    def _lock_and_sweep(self) -> None:
+        """Take the store's shared lock, sweeping crash leftovers first: all of them when
+        this process can lock it exclusively (no other has the store open, so nothing
+        is in flight), else only those older than the grace period."""
+        self._lock_fd = os.open(self.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        locking = True
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        except OSError:  # a file system without flock: never assume being alone
+            alone = locking = False
+        cutoff = time.time() if alone else time.time() - _ORPHAN_GRACE_SECONDS
+        try:
+            swept = self._sweep_orphans_sync(cutoff, check_age=not alone)
+        finally:
+            # Stay a sharer for as long as the store is open (a process starting while
+            # another sweeps waits here until the sweep is done).
+            if locking:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        if swept:
+            log.warning(
+                "object store %s: removed %d file(s) a crash left behind (not in the index)",
+                self.root,
+                swept,
+            )
+
+    def _sweep_orphans_sync(self, cutoff: float, *, check_age: bool) -> int:
+        """Remove files under tmp/, data/ and parts/ that no index row refers to and
+        that were last written before ``cutoff``; returns how many. A body is written
+        before its row is committed and unlinked only after the row stops referring to
+        it, so a file without a row is a write that never committed or a replaced file
+        whose unlink a crash cut off."""
+        removed = 0
+
+        def old_enough(path: Path) -> bool:
+            if not check_age:
+                return True
             try:
-                if entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-            except OSError:
+                return path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                return False
+
+        def remove(path: Path) -> None:
+            nonlocal removed
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
                 pass
+
+        for entry in (self.root / "tmp").iterdir():
+            if entry.is_file() and old_enough(entry):
+                remove(entry)
+        for area, table in (("data", "objects"), ("parts", "parts")):
+            query = f"SELECT 1 FROM {table} WHERE file = ? LIMIT 1"
+            for directory in (self.root / area).iterdir():
+                if not directory.is_dir():
+                    continue
+                for entry in directory.iterdir():
+                    relative = f"{area}/{directory.name}/{entry.name}"
+                    if self.db.execute(query, (relative,)).fetchone() is None and old_enough(entry):
+                        remove(entry)
+        return removed
 
     async def close(self) -> None:
         if self._db is not None:
             await self._in_db(self._db.close)
             self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the shared lock
+            self._lock_fd = None
         self._db_thread.shutdown(wait=False)
 
     async def _in_db(self, function: Callable[..., T], *args: Any) -> T:
@@ -582,12 +660,14 @@ class LocalObjectStore:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        faults.crash_point("local-store-after-rename")
         try:
             old = await self._in_db(self._commit_object_sync, info, row, None, condition)
         except BaseException:
             await self._unlink(row.file)
             raise
         if old is not None:
+            faults.crash_point("local-store-after-commit")
             await self._unlink(old)
         return info
 
@@ -684,6 +764,7 @@ class LocalObjectStore:
 
         file = await self._freeing(delete)
         if file is not None:
+            faults.crash_point("local-store-after-commit")
             await self._unlink(file)
         if self._reserve_released:
             self._reserve_released = False
@@ -1004,12 +1085,14 @@ class LocalObjectStore:
                 )
             return old[0] if old else None
 
+        faults.crash_point("local-store-after-rename")
         try:
             old = await self._in_db(record)
         except BaseException:
             await self._unlink(file)
             raise
         if old is not None:
+            faults.crash_point("local-store-after-commit")
             await self._unlink(old)
         return part
 
@@ -1126,6 +1209,7 @@ class LocalObjectStore:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        faults.crash_point("complete-multipart-after-concatenate")
         info = ObjectInfo(
             bucket=bucket,
             key=key,
@@ -1149,6 +1233,7 @@ class LocalObjectStore:
             temp.unlink(missing_ok=True)
             raise
         row = _Row(file, upload.tags, sealed, part_list)
+        faults.crash_point("complete-multipart-after-rename")
 
         def commit() -> tuple[str | None, list[str]]:
             all_parts: list[str] = []
@@ -1167,6 +1252,7 @@ class LocalObjectStore:
         except BaseException:
             await self._unlink(file)
             raise
+        faults.crash_point("complete-multipart-after-commit")
         for stale in ([old] if old else []) + part_files:
             await self._unlink(stale)
         return info
