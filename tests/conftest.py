@@ -220,13 +220,21 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.close()
 
 
+_databases_to_drop: list[str] = []
+
+
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, empty database on the session's server (sagequeue migrates it)."""
     url = postgres_server.create_database()
     yield url
     _restart_if_stopped(postgres_server)
-    postgres_server.drop_database(url.rsplit("/", 1)[1])
+    # Dropped at the end of the next test that takes one: processes this test started
+    # may still be connected now (fixtures set up before this one stop after it), and a
+    # forced drop would cut them off mid-shutdown.
+    for name in _databases_to_drop:
+        postgres_server.drop_database(name)
+    _databases_to_drop[:] = [url.rsplit("/", 1)[1]]
 
 
 def _restart_if_stopped(server: PostgresServer) -> None:
