@@ -165,6 +165,7 @@ async function render() {
   if (current) current.stop();
   const context = (current = new ViewContext());
   const path = location.pathname;
+  rendered = path + location.search;
   const found = readSession();
   renderWho(found);
   if (!/^\/ui\/signin\/?$/.test(path) && found.state !== "active") {
@@ -276,7 +277,11 @@ document.addEventListener("click", (event) => {
   event.preventDefault();
   navigate(anchor.getAttribute("href"));
 });
-window.addEventListener("popstate", render);
+// Back and forward re-render; a jump within the page (the skip link) does not.
+let rendered = "";
+window.addEventListener("popstate", () => {
+  if (location.pathname + location.search !== rendered) render();
+});
 
 // ------------------------------------------------------------------ sign-in
 
@@ -727,7 +732,15 @@ function invocationsView(name) {
       ),
     );
     performance.mark("sagequeue:invocations-rendered");
-    main.querySelector("[data-view=invocations]").dataset.renderMs = String(Math.round(performance.now() - started));
+    const section = main.querySelector("[data-view=invocations]");
+    section.dataset.renderMs = String(Math.round(performance.now() - started));
+    // The frame after the rows are in the document: when they are painted.
+    requestAnimationFrame(() =>
+      setTimeout(() => {
+        performance.mark("sagequeue:invocations-painted");
+        section.dataset.painted = "true";
+      }),
+    );
   };
 }
 
@@ -773,7 +786,7 @@ function requestView(name, inferenceId) {
           ["Output", inv.Status === "Completed" ? downloadLink("output", inv.OutputLocation, "download-output") : h("code", {}, inv.OutputLocation)],
           ["Failure", ["Failed", "Expired"].includes(inv.Status) ? downloadLink("failure", inv.FailureLocation, "download-failure") : h("code", {}, inv.FailureLocation)],
         ]),
-        inv.FailureReason ? h("p", { class: "error", role: "alert", id: "failure-reason" }, `Failure reason: ${inv.FailureReason}`) : null,
+        ...(inv.FailureReason ? [h("p", { class: "error", role: "alert", id: "failure-reason" }, `Failure reason: ${inv.FailureReason}`)] : []),
       );
       const steps = [[inv.EnqueuedTime, "Queued", "accepted (202) and queued"]];
       if (inv.StartTime) steps.push([inv.StartTime, "InProgress", `taken by a model instance after ${duration(queued)} in the queue (attempt ${inv.Attempts})`]);

@@ -140,15 +140,19 @@ export async function fetchSeries(endpoint, variants, nowSeconds = Date.now() / 
   const counts = new Set(["processed", "failed"]);
   const series = {};
   const latest = {};
+  const minutes = {}; // how many minutes have data, per line
+  const totals = {};
   for (const [, , , lines] of CHARTS) {
     for (const [, key] of lines) {
       const values = byMinute[key] || {};
       series[key] = x.map((t) => (values[t] !== undefined ? values[t] : counts.has(key) ? 0 : null));
       const known = x.filter((t) => values[t] !== undefined);
       latest[key] = known.length ? values[known[known.length - 1]] : null;
+      minutes[key] = known.length;
+      totals[key] = known.reduce((sum, t) => sum + values[t], 0);
     }
   }
-  return { x, series, latest };
+  return { x, series, latest, minutes, totals };
 }
 
 function format(value, unit) {
@@ -165,8 +169,9 @@ export async function draw(figure, [name, title, unit, lines], data, existing) {
   const caption = figure.querySelector("figcaption .latest");
   caption.textContent = `latest ${summary}`;
   figure.querySelector(".plot").setAttribute("aria-label", `${title}, last hour: latest ${summary}`);
-  const points = columns.slice(1).reduce((n, col) => n + col.filter((v) => v !== null && v !== 0).length, 0);
-  figure.dataset.points = String(points);
+  // For tests and tools: minutes with data, and each line's sum over the hour.
+  figure.dataset.points = String(lines.reduce((n, [, key]) => n + data.minutes[key], 0));
+  figure.dataset.totals = JSON.stringify(Object.fromEntries(lines.map(([label, key]) => [label, data.totals[key]])));
   if (existing) {
     existing.setData(columns);
     return existing;
