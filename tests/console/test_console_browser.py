@@ -245,36 +245,6 @@ def test_invocations_page_first_paint_with_a_million_invocations(
     visit.snap("invocations")
 
 
-def test_endpoint_page_shows_variants_config_and_live_charts_of_the_load(visit: Visit) -> None:
-    page = visit.page
-    page.get_by_role("link", name="Overview").click()
-    view = page.locator("[data-view=endpoint]")
-    view.wait_for()
-    variants = page.locator("#variants").inner_text()
-    assert "AllTraffic" in variants
-    assert f"s3://{BUCKET}/output/{ENDPOINT}" in view.inner_text()
-    # Metrics reach the store within seconds (flushes every 5 s, backlog samples every
-    # 10 s); the page redraws every 15 s without a reload.
-    deadline = time.monotonic() + 45
-    while True:
-        points = {
-            name: int(page.locator(f"#chart-{name}").get_attribute("data-points") or 0)
-            for name in CHARTS
-        }
-        if all(points.values()):
-            break
-        assert time.monotonic() < deadline, f"charts without data: {points}"
-        page.wait_for_timeout(1000)
-    totals = json.loads(page.locator("#chart-invocations").get_attribute("data-totals"))
-    load = len(visit.site.completed) + len(visit.site.failed)
-    assert totals["processed"] >= load
-    assert totals["failed"] >= len(visit.site.failed)
-    instances = json.loads(page.locator("#chart-instances").get_attribute("data-totals"))
-    assert instances["running"] >= 1 and instances["desired"] >= 1
-    assert page.locator("#chart-latency canvas").count() == 1
-    visit.snap("endpoint")
-
-
 def test_model_logs_follow_live(visit: Visit) -> None:
     page = visit.page
     visit.go(f"/ui/endpoints/{ENDPOINT}/logs")
@@ -352,6 +322,43 @@ def test_controls_have_labels_and_the_keyboard_reaches_them(visit: Visit) -> Non
             break
     else:
         pytest.fail("Tab never reached the status filter")
+
+
+def test_endpoint_page_shows_variants_config_and_live_charts_of_the_load(visit: Visit) -> None:
+    page = visit.page
+    page.get_by_role("link", name="Overview").click()
+    view = page.locator("[data-view=endpoint]")
+    view.wait_for()
+    variants = page.locator("#variants").inner_text()
+    assert "AllTraffic" in variants
+    assert f"s3://{BUCKET}/output/{ENDPOINT}" in view.inner_text()
+    # Metrics reach the store within seconds (flushes every 5 s, backlog samples every
+    # 10 s); the page redraws every 5 s without a reload.
+    deadline = time.monotonic() + 45
+    while True:
+        points = {
+            name: int(page.locator(f"#chart-{name}").get_attribute("data-points") or 0)
+            for name in CHARTS
+        }
+        if all(points.values()):
+            break
+        assert time.monotonic() < deadline, f"charts without data: {points}"
+        page.wait_for_timeout(1000)
+    totals = json.loads(page.locator("#chart-invocations").get_attribute("data-totals"))
+    load = len(visit.site.completed) + len(visit.site.failed)
+    assert totals["processed"] >= load
+    assert totals["failed"] >= len(visit.site.failed)
+    instances = json.loads(page.locator("#chart-instances").get_attribute("data-totals"))
+    assert instances["running"] >= 1 and instances["desired"] >= 1
+    assert page.locator("#chart-latency canvas").count() == 1
+    visit.snap("endpoint")
+    # And again a few seconds later, still without a reload.
+    drawn_at = view.get_attribute("data-charts-at")
+    page.wait_for_function(
+        "at => document.querySelector('[data-view=endpoint]').dataset.chartsAt !== at",
+        arg=drawn_at,
+        timeout=15_000,
+    )
 
 
 def test_an_expired_session_returns_to_sign_in(visit: Visit) -> None:

@@ -599,7 +599,7 @@ function endpointView(name) {
         endpointNav(endpoint.EndpointName, "overview"),
         endpoint.FailureReason ? h("p", { class: "error", role: "alert" }, `Failure reason: ${endpoint.FailureReason}`) : null,
         h("h2", {}, "Last hour"),
-        h("p", { class: "muted" }, "Per minute, from the CloudWatch metrics; updated every 15 seconds."),
+        h("p", { class: "muted" }, "Per minute, from the CloudWatch metrics; updated every 5 seconds."),
         h("div", { class: "charts" }, figures),
         h("h2", {}, "Production variants"),
         table("Variants: instances, weights, model and scaling range", ["Variant", "Running instances", "Desired instances", "Current weight", "Desired weight", "Model", "Scaling (min – max)"], variantRows, { id: "variants" }),
@@ -637,7 +637,7 @@ function endpointView(name) {
       main.querySelector("[data-view=endpoint]").dataset.chartsAt = String(Date.now());
     }
     await refresh();
-    context.every(15000, () => refresh().catch(handleBackgroundError));
+    context.every(5000, () => refresh().catch(handleBackgroundError));
   };
 }
 
