@@ -40,9 +40,9 @@ class Visit:
     def go(self, path: str) -> None:
         self.page.goto(self.site.url + path)
 
-    def snap(self, name: str) -> None:
+    def snap(self, name: str, *, full_page: bool = False) -> None:
         path = self.shots / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         copy_to = os.environ.get("SAGEQUEUE_CONSOLE_SCREENSHOTS")
         if copy_to:
             Path(copy_to).mkdir(parents=True, exist_ok=True)
@@ -351,7 +351,7 @@ def test_endpoint_page_shows_variants_config_and_live_charts_of_the_load(visit: 
     instances = json.loads(page.locator("#chart-instances").get_attribute("data-totals"))
     assert instances["running"] >= 1 and instances["desired"] >= 1
     assert page.locator("#chart-latency canvas").count() == 1
-    visit.snap("endpoint")
+    visit.snap("endpoint", full_page=True)
     # And again a few seconds later, still without a reload.
     drawn_at = view.get_attribute("data-charts-at")
     page.wait_for_function(
