@@ -85,6 +85,9 @@ def test_bad_listing_parameters_are_refused_with_validation_errors(
         ({"MaxResults": "101"}, "less than or equal to 100"),
         ({"MaxResults": "ten"}, "maxResults"),
         ({"NextToken": "not-a-token"}, "pagination token"),
+        # seq:99999999999999999999999 (past a 64-bit sequence)
+        ({"NextToken": "c2VxOjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}, "pagination token"),
+        ({"NextToken": "c2VxOi01"}, "pagination token"),  # seq:-5
     ):
         status, body = listing(console_site, **query)
         assert (status, body["__type"].split("#")[-1]) == (400, "ValidationError"), query

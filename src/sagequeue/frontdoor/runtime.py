@@ -364,9 +364,10 @@ def _decode_list_token(token: str | None) -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-        if text.startswith(_TOKEN_PREFIX):
-            seq = int(text[len(_TOKEN_PREFIX) :])
-            if seq > 0:
+        digits = text[len(_TOKEN_PREFIX) :]
+        if text.startswith(_TOKEN_PREFIX) and digits.isdigit() and len(digits) <= 19:
+            seq = int(digits)
+            if 0 < seq < 2**63:  # a store's 64-bit sequence
                 return seq
     except (ValueError, UnicodeError):
         pass
