@@ -142,6 +142,31 @@ def _scripted_load(site: ConsoleSite) -> None:
     """Requests through boto3 as a user sends them: some complete, some fail."""
     server = site.server
     deploy(server, ENDPOINT, bucket=BUCKET)
+    autoscaling = server.client("application-autoscaling")
+    resource = f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=1,
+        MaxCapacity=2,
+    )
+    autoscaling.put_scaling_policy(
+        PolicyName="backlog-per-instance",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 50.0,
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance",
+                "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}],
+                "Statistic": "Average",
+            },
+        },
+    )
     s3 = server.client("s3")
     runtime = server.client("sagemaker-runtime")
     s3.put_object(

@@ -330,7 +330,10 @@ def test_endpoint_page_shows_variants_config_and_live_charts_of_the_load(visit: 
     view = page.locator("[data-view=endpoint]")
     view.wait_for()
     variants = page.locator("#variants").inner_text()
-    assert "AllTraffic" in variants
+    assert "AllTraffic" in variants and "1 to 2" in variants  # the scaling range
+    policies = page.locator("#policies").inner_text()
+    assert "backlog-per-instance" in policies
+    assert "target 50 of ApproximateBacklogSizePerInstance" in policies
     assert f"s3://{BUCKET}/output/{ENDPOINT}" in view.inner_text()
     # Metrics reach the store within seconds (flushes every 5 s, backlog samples every
     # 10 s); the page redraws every 5 s without a reload.

@@ -10,6 +10,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,9 @@ def test_a_refused_console_answers_403_with_the_reason() -> None:
         request = Request("GET", "/ui/endpoints", "/ui/endpoints", "", {}, "id", receive)
         return await console(request)
 
-    response = asyncio.run(ask())
+    # On a thread of its own: the package's browser may hold this thread's event loop.
+    with ThreadPoolExecutor(1) as thread:
+        response = thread.submit(asyncio.run, ask()).result()
     assert response.status == 403
     assert b"listening on 0.0.0.0" in response.body
     assert b"--insecure-ui" in response.body and b"--tls-cert" in response.body

@@ -582,7 +582,7 @@ function endpointView(name) {
         h("td", {}, String(v.CurrentWeight ?? "—")),
         h("td", {}, String(v.DesiredWeight ?? "—")),
         h("td", {}, (configVariants[v.VariantName] || {}).ModelName || "—"),
-        h("td", {}, target ? `${target.MinCapacity} – ${target.MaxCapacity}` : "not registered"),
+        h("td", {}, target ? `${target.MinCapacity} to ${target.MaxCapacity}` : "not registered"),
       );
     });
     const policyRows = (scaling.policies || []).map((p) =>
@@ -602,7 +602,7 @@ function endpointView(name) {
         h("p", { class: "muted" }, "Per minute, from the CloudWatch metrics; updated every 5 seconds."),
         h("div", { class: "charts" }, figures),
         h("h2", {}, "Production variants"),
-        table("Variants: instances, weights, model and scaling range", ["Variant", "Running instances", "Desired instances", "Current weight", "Desired weight", "Model", "Scaling (min – max)"], variantRows, { id: "variants" }),
+        table("Variants: instances, weights, model and scaling range", ["Variant", "Running instances", "Desired instances", "Current weight", "Desired weight", "Model", "Scaling (min to max)"], variantRows, { id: "variants" }),
         h("h2", {}, "Scaling policies"),
         scaling.error
           ? h("p", { class: "muted" }, `Not shown: ${scaling.error.code}.`)
