@@ -241,18 +241,25 @@ def _header(head: bytes, name: bytes) -> str:
 
 
 async def _probe_latency(
-    target: Target, endpoint: str, count: int, pause: float, deadline: float
+    target: Target,
+    endpoint: str,
+    count: int,
+    pause: float,
+    deadline: float,
+    accepted: dict[str, float] | None = None,
 ) -> tuple[list[float], list[float], int]:
     """Sequential invocations; for each, 202 -> model start (the model's own clock) and
-    202 -> output readable (polled with presigned GETs every 0.5 ms)."""
+    202 -> output readable (polled with presigned GETs every 0.5 ms). ``accepted`` gets
+    each inference id's 202 time."""
     spec = InvocationSpec(endpoint, input_location=None, body=b'{"probe": 1}')
-    invokes = [sign_invocation(target, spec, f"probe-{n}-{os.getpid()}") for n in range(count)]
+    ids = [f"probe-{n}-{os.getpid()}-{time.monotonic_ns()}" for n in range(count)]
+    invokes = [(inference_id, sign_invocation(target, spec, inference_id)) for inference_id in ids]
     invoke_reader, invoke_writer = await asyncio.open_connection(target.host, target.port)
     poll_reader, poll_writer = await asyncio.open_connection(target.host, target.port)
     to_start: list[float] = []
     to_readable: list[float] = []
     failures = 0
-    for raw in invokes:
+    for inference_id, raw in invokes:
         if time.monotonic() > deadline:
             break
         invoke_writer.write(raw)
@@ -261,6 +268,8 @@ async def _probe_latency(
         if status != 202:
             failures += 1
             continue
+        if accepted is not None:
+            accepted[inference_id] = accepted_at
         bucket, key = _header(head, b"x-amzn-sagemaker-outputlocation")[5:].split("/", 1)
         get = presign_get(target, bucket, key)
         give_up = time.monotonic() + 10.0
@@ -285,20 +294,36 @@ async def _probe_latency(
 
 
 def dispatch(bench: Bench) -> None:
-    """No-op model at light load: 202 -> model start and 202 -> output readable."""
+    """No-op model at light load: 202 -> model start, 202 -> output readable, and (same
+    requests) 202 -> success notification received at a local webhook."""
+    from bench.webhook import WebhookReceiver
+
     endpoint = "bench-noop"
-    data_dir, config = prepared_data_dir(bench.work_dir / "dispatch", [EndpointSpec(endpoint)])
-    with Sagequeue(data_dir, config, role="all").start() as server:
-        server.wait_in_service([endpoint])
-        target = _target(server)
-        asyncio.run(_probe_latency(target, endpoint, 5, 0.01, time.monotonic() + 20))  # warm
-        count = bench.scale(300, 30)
-        to_start, to_readable, failures = asyncio.run(
-            _probe_latency(target, endpoint, count, 0.02, time.monotonic() + bench.scale(60, 15))
+    with WebhookReceiver() as receiver:
+        data_dir, config = prepared_data_dir(
+            bench.work_dir / "dispatch", [EndpointSpec(endpoint, success_topic=receiver.url)]
         )
+        with Sagequeue(data_dir, config, role="all").start() as server:
+            server.wait_in_service([endpoint])
+            target = _target(server)
+            asyncio.run(_probe_latency(target, endpoint, 5, 0.01, time.monotonic() + 20))  # warm
+            count = bench.scale(300, 30)
+            accepted: dict[str, float] = {}
+            to_start, to_readable, failures = asyncio.run(
+                _probe_latency(
+                    target,
+                    endpoint,
+                    count,
+                    0.02,
+                    time.monotonic() + bench.scale(60, 15),
+                    accepted,
+                )
+            )
+            to_notified = _notification_latencies(receiver, accepted, timeout=10.0)
     for label, samples, p50_target, p99_target in (
         ("202 → model start", to_start, 2.0, 20.0),
         ("202 → output readable", to_readable, 10.0, 50.0),
+        ("202 → notification received (webhook)", to_notified, 15.0, 60.0),
     ):
         pcts = percentiles_ms([s * 1e6 for s in samples])  # ms -> ns for the helper
         if pcts is None:
@@ -319,7 +344,12 @@ def dispatch(bench: Bench) -> None:
         note = (
             "on the model's clock: negative = model started before the client read the 202"
             if "start" in label
-            else ""
+            else (
+                "the same requests' SuccessTopic notifications, at a webhook on 127.0.0.1 "
+                f"({len(accepted) - len(samples)} of {len(accepted)} not received)"
+                if "notification" in label
+                else ""
+            )
         )
         bench.add(
             Row(
@@ -347,6 +377,21 @@ def dispatch(bench: Bench) -> None:
                 met=pcts[2] <= p99_target and failures == 0,
             )
         )
+
+
+def _notification_latencies(
+    receiver: Any, accepted: dict[str, float], timeout: float
+) -> list[float]:
+    """ms from each 202 to its success notification's arrival (waiting up to ``timeout``
+    seconds for the last ones)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(receiver.arrival(i) is None for i in accepted):
+        time.sleep(0.05)
+    return [
+        (arrived - accepted_at) * 1000
+        for inference_id, accepted_at in accepted.items()
+        if (arrived := receiver.arrival(inference_id)) is not None
+    ]
 
 
 # ------------------------------------------------------------------------------ efficiency

@@ -171,6 +171,7 @@ class EndpointSpec:
     name: str
     instances: int = 1
     max_concurrency: int = 4
+    success_topic: str | None = None  # a NotificationConfig SuccessTopic (a webhook URL)
 
 
 def write_config(work_dir: Path, endpoints: list[EndpointSpec]) -> Path:
@@ -201,7 +202,14 @@ def write_config(work_dir: Path, endpoints: list[EndpointSpec]) -> Path:
                 ],
                 "AsyncInferenceConfig": {
                     "ClientConfig": {"MaxConcurrentInvocationsPerInstance": ep.max_concurrency},
-                    "OutputConfig": {"S3OutputPath": f"s3://{BENCH_BUCKET}/output/{ep.name}"},
+                    "OutputConfig": {
+                        "S3OutputPath": f"s3://{BENCH_BUCKET}/output/{ep.name}",
+                        **(
+                            {"NotificationConfig": {"SuccessTopic": ep.success_topic}}
+                            if ep.success_topic
+                            else {}
+                        ),
+                    },
                 },
             }
             for ep in endpoints

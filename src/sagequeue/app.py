@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -32,6 +33,7 @@ class Application:
         self.cloudwatch = None
         self.autoscaling = None
         self.wakeups: WakeupChannel | None = None
+        self.change_notices: Any = None  # PostgresChangeNotices on PostgreSQL
         self.keys, self.generated_keys = load_access_keys(settings)
         from sagequeue.domain.metrics import MetricClock
         from sagequeue.monitoring.recorder import MetricsRecorder, new_writer_id
@@ -54,6 +56,12 @@ class Application:
         self._warn_if_objects_are_local_to_this_host()
         self.wakeups = self._wakeup_channel()
         if settings.runs_api:
+            from sagequeue.stores import open_change_notices
+
+            # Event feeds wait on the store's change notices where it sends them.
+            self.change_notices = open_change_notices(self.store)
+            if self.change_notices is not None:
+                await self.change_notices.start()
             self.api_metrics.store = self.store
             self.api_metrics.start()
             self.control = ControlPlane(self.store, settings)
@@ -76,9 +84,17 @@ class Application:
             await self._seed_buckets()
             await self.control.apply_declarations(settings.resources)
         if settings.runs_worker:
+            from sagequeue.dispatch.outbox import DELIVERY_CONCURRENCY
             from sagequeue.dispatch.worker import Worker
+            from sagequeue.notifiers import TopicNotifier
 
-            self.worker = Worker(self.store, self.objects, settings, wakeups=self.wakeups)
+            self.worker = Worker(
+                self.store,
+                self.objects,
+                settings,
+                wakeups=self.wakeups,
+                notifier=TopicNotifier(settings, max_concurrency=DELIVERY_CONCURRENCY),
+            )
             await self.worker.start()
         self.ready = True
         if settings.runs_api:
@@ -126,8 +142,12 @@ class Application:
             await self.api_metrics.stop()
         if self.worker is not None:
             await self.worker.stop()
+            if self.worker.sender is not None:
+                await self.worker.sender.notifier.close()
         if self.wakeups is not None:
             await self.wakeups.close()
+        if self.change_notices is not None:
+            await self.change_notices.close()
         if self.objects is not None:
             await self.objects.close()
         if self.store is not None:
@@ -178,7 +198,11 @@ class Application:
         return FrontDoor(
             verifier,
             runtime=RuntimeApi(
-                lambda: app.store, settings, self.on_enqueued, metrics=self.api_metrics
+                lambda: app.store,
+                settings,
+                self.on_enqueued,
+                metrics=self.api_metrics,
+                change_notices=lambda: app.change_notices,
             ),
             control=ControlApi(lambda: app.control, settings, max_body=settings.max_control_body),
             s3=S3Api(lambda: app.objects, region=settings.region, account_id=settings.account_id),

@@ -29,6 +29,8 @@ DEFAULT_MODEL_LOG_RETENTION_SECONDS = 7 * 24 * 3600
 DEFAULT_MODEL_LOG_MAX_BYTES = 1024**3
 # A worker whose heartbeat is older than this is gone: its instances and requests move.
 DEFAULT_WORKER_TIMEOUT_SECONDS = 10.0
+# Failed notification deliveries are retried this long before they count as failed.
+DEFAULT_NOTIFICATION_RETRY_SECONDS = 3600.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -66,6 +68,13 @@ class Settings:
     # Hosts that http(s):// model container Images may name (loopback ones are allowed
     # without listing when the server listens on loopback; docs/security.md).
     container_allow_hosts: list[str] = field(default_factory=list)
+    # Notifications (docs/notifications.md): the SNS endpoint (None: AWS), the hosts
+    # webhook topics may name, how long failed deliveries are retried, and the secret
+    # that signs the deliveries of each webhook topic (URL -> secret; config file only).
+    sns_endpoint_url: str | None = None
+    notification_allow_hosts: list[str] = field(default_factory=list)
+    notification_retry_for: float = DEFAULT_NOTIFICATION_RETRY_SECONDS
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
     # HTTP limits, enforced before authentication (docs/security.md).
     max_header_bytes: int = 64 * 1024  # request line + header block; 431 beyond
     max_header_count: int = 256  # header fields per request; 431 beyond
@@ -136,6 +145,7 @@ _SCALARS: dict[str, Any] = {
     "database": str,
     "object_store": str,
     "s3_endpoint_url": str,
+    "sns_endpoint_url": str,
     "credentials_file": Path,
     "role": str,
     "region": str,
@@ -231,6 +241,7 @@ def load_settings(
     retention = _first_given(flags, environ, file_values, "retention")
     if retention is not None:
         settings.retention = parse_duration(retention, "retention")
+    _load_notification_settings(settings, flags, environ, file_values)
     model_log_retention = _first_given(flags, environ, file_values, "model_log_retention")
     if model_log_retention is not None:
         settings.model_log_retention = parse_duration(model_log_retention, "model_log_retention")
@@ -271,6 +282,29 @@ def load_settings(
     settings.buckets = buckets
     key_policies(settings)  # a policy that cannot be used stops the start here
     return settings
+
+
+def _load_notification_settings(
+    settings: Settings,
+    flags: dict[str, Any],
+    environ: dict[str, str],
+    file_values: dict[str, Any],
+) -> None:
+    settings.notification_allow_hosts = _name_list(
+        flags, environ, file_values, "notification_allow_hosts"
+    )
+    retry_for = _first_given(flags, environ, file_values, "notification_retry_for")
+    if retry_for is not None:
+        settings.notification_retry_for = parse_duration(retry_for, "notification_retry_for")
+    secrets_by_topic = file_values.get("webhook_secrets") or {}
+    if not isinstance(secrets_by_topic, dict) or not all(
+        isinstance(topic, str) and isinstance(secret, str) and secret
+        for topic, secret in secrets_by_topic.items()
+    ):
+        raise ConfigError(
+            "webhook_secrets in the config file must map webhook URLs to non-empty secrets"
+        )
+    settings.webhook_secrets = dict(secrets_by_topic)
 
 
 def _first_given(

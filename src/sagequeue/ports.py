@@ -110,9 +110,14 @@ class QueueStore(Protocol):
         status: InvocationStatus,
         failure_reason: str | None,
         now: float,
+        *,
+        notifications: Sequence[OutboxMessage] = (),
     ) -> bool:
-        """Move an InProgress invocation leased by ``owner`` to a final status.
-        Returns False (and changes nothing) when the lease is no longer ours."""
+        """Move an InProgress invocation leased by ``owner`` to a final status, and record
+        its ``notifications`` in the outbox in the same transaction (only if it finished:
+        a crash can never lose a notification of a finished request, nor send one of a
+        request that did not finish). Returns False (and changes nothing) when the lease
+        is no longer ours."""
 
     async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
         """Put an InProgress invocation we lease back to Queued (graceful shutdown, a
@@ -150,6 +155,77 @@ class QueueStore(Protocol):
     async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
         """``enqueued_at`` of the first Queued invocation (FIFO order) of an endpoint
         variant; None when none is queued. Cheap: the backlog metrics sample it."""
+
+
+# ======================================================================================
+# Notification outbox: SNS / webhook messages of finished requests, delivered at least
+# once by a leased sender
+# ======================================================================================
+
+
+class NotificationState(enum.StrEnum):
+    PENDING = "Pending"  # to deliver (or being delivered, while leased)
+    DELIVERED = "Delivered"
+    FAILED = "Failed"  # retried for the whole retry period in vain
+
+
+@dataclass(slots=True)
+class OutboxMessage:
+    """One notification of a finished request to one topic."""
+
+    message_id: str  # stable: receivers deduplicate by it
+    endpoint_name: str
+    inference_id: str
+    topic: str  # an SNS topic ARN or an http(s):// webhook URL
+    body: bytes  # the notification JSON
+    created_at: float  # when the request finished
+    state: NotificationState = NotificationState.PENDING
+    # When it is due; while a sender leases it, when that lease lapses.
+    next_attempt_at: float = 0.0
+    attempts: int = 0  # delivery attempts started (counted when leased)
+    lease_owner: str | None = None
+    finished_at: float | None = None  # delivered or given up
+    last_error: str | None = None
+    seq: int | None = None
+
+
+class OutboxStore(Protocol):
+    """The outbox of notifications (rows written by ``QueueStore.finish``). Senders on
+    any number of processes lease due rows like invocations, so exactly one delivers
+    each message at a time; a lapsed lease (a crashed sender) makes it due again."""
+
+    async def lease_notifications(
+        self, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[OutboxMessage]:
+        """Take up to ``limit`` Pending messages due at ``now`` (oldest due first): they
+        become ``owner``'s until ``now + lease_seconds``; ``attempts`` is incremented."""
+
+    async def notification_delivered(self, message_id: str, owner: str, now: float) -> bool:
+        """Mark a message ``owner`` leases Delivered. False when the lease is not ours."""
+
+    async def notification_retry(
+        self, message_id: str, owner: str, next_attempt_at: float, error: str
+    ) -> bool:
+        """Give a leased message back, due again at ``next_attempt_at``."""
+
+    async def notification_failed(
+        self, message_id: str, owner: str, now: float, error: str
+    ) -> bool:
+        """Give up on a leased message: Failed, and its endpoint's failure count is
+        incremented in the same transaction."""
+
+    async def notification_failure_counts(self) -> dict[str, int]:
+        """NotificationFailures: how many notifications each endpoint gave up on (since
+        the store was created; never purged)."""
+
+    async def notifications_of(self, endpoint_name: str, inference_id: str) -> list[OutboxMessage]:
+        """The outbox rows of one request (oldest first), until they are purged."""
+
+    async def purge_notifications(
+        self, delivered_before: float, failed_before: float, limit: int
+    ) -> int:
+        """Delete up to ``limit`` Delivered messages that finished before
+        ``delivered_before`` and Failed ones before ``failed_before``; returns how many."""
 
 
 # ======================================================================================
@@ -360,6 +436,17 @@ class WakeupChannel(Protocol):
     async def close(self) -> None: ...
 
 
+class ChangeNotices(Protocol):
+    """Notices that an invocation's state may have changed, where the store sends them
+    across processes (PostgreSQL's LISTEN / NOTIFY). Event feeds wait on them, reading
+    the store again after each; without them a feed polls the store."""
+
+    async def wait(self, endpoint_name: str, inference_id: str, timeout: float) -> bool:
+        """Return when a notice that may concern this invocation came (True), or after
+        ``timeout`` seconds (False)."""
+        ...
+
+
 # ======================================================================================
 # Model logs: CloudWatch Logs-style groups, streams and events, in the shared store
 # ======================================================================================
@@ -520,11 +607,13 @@ class ModelResponse:
 
 
 class ModelInvocationError(Exception):
-    """The model failed; ``message`` is what goes into the failure object."""
+    """The model failed; ``message`` is what goes into the failure object. ``status``:
+    the HTTP status the model answered (a handler that raised counts as 500)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, status: int = 500) -> None:
         super().__init__(message)
         self.message = message
+        self.status = status
 
 
 class ModelInstance(Protocol):
@@ -564,12 +653,27 @@ class ModelRuntime(Protocol):
 
 
 # ======================================================================================
-# Notifier (SNS / webhooks come later) and clock
+# Notifier (SNS topics, webhooks) and clock
 # ======================================================================================
 
 
+class DeliveryError(Exception):
+    """One delivery attempt failed. ``permanent``: no retry can succeed (a target that
+    is not allowed, a topic that cannot be parsed); otherwise it is tried again."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
 class Notifier(Protocol):
-    async def notify(self, topic: str, message: dict[str, Any]) -> None: ...
+    """Sends one notification to its topic: one attempt, within ``timeout`` seconds;
+    raises DeliveryError (retries and their schedule are the caller's)."""
+
+    async def deliver(self, message: OutboxMessage, timeout: float) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Clock(Protocol):

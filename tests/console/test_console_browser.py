@@ -165,6 +165,9 @@ def test_follow_a_request_to_its_output_and_download_it(visit: Visit) -> None:
     page.locator("[data-view=request][data-status=Completed]").wait_for(timeout=20_000)
     timeline = page.locator("#timeline").inner_text()
     assert "InProgress" in timeline and "Completed" in timeline
+    # Followed through the push feed (server-sent events), not by polling the status.
+    feeds = [r for r in visit.requests if r.url.endswith("/async-invocations/followed/events")]
+    assert len(feeds) == 1
     visit.snap("request")
 
     with page.expect_download() as download_info:

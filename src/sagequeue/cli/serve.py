@@ -93,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the web console at /ui over plain HTTP on a non-loopback address "
         "(without it, the console needs --tls-cert / --tls-key there)",
     )
+    notify = parser.add_argument_group("notifications (see docs/notifications.md)")
+    notify.add_argument(
+        "--sns-endpoint-url",
+        help="SNS endpoint that SNS topic notifications are published to (default: AWS)",
+    )
+    notify.add_argument(
+        "--notification-allow-hosts",
+        help="comma-separated hosts that http(s):// webhook topics may name "
+        "(loopback is allowed by default when listening on loopback)",
+    )
+    notify.add_argument(
+        "--notification-retry-for",
+        help="how long failed notification deliveries are retried before they count as "
+        "failed: seconds or 90s, 15m, 12h (default 1h)",
+    )
     limits = parser.add_argument_group(
         "HTTP limits (enforced before authentication; see docs/security.md)"
     )

@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 
 from sagequeue import faults
 from sagequeue.config import Settings
+from sagequeue.dispatch.notices import Notices
 from sagequeue.domain.errors import S3Error, ServiceUnavailable
+from sagequeue.domain.notifications import Outcome, model_error_reason
+from sagequeue.domain.outbound import host_allowed
 from sagequeue.ports import (
     Clock,
     InstanceLog,
@@ -83,12 +86,19 @@ class Executor:
         settings: Settings,
         clock: Clock,
         metrics: MetricsSink | None = None,
+        *,
+        notices: Notices | None = None,
+        on_notified: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.objects = objects
         self.settings = settings
         self.clock = clock
         self.metrics = metrics
+        # Notifications: composed at each finish and recorded with it (the outbox);
+        # ``on_notified`` wakes this process's sender once they are committed.
+        self.notices = notices
+        self._on_notified = on_notified
 
     async def run(
         self,
@@ -165,7 +175,13 @@ class Executor:
             return
         except ModelInvocationError as exc:
             self._observe("ModelLatency", inv, self.clock.monotonic() - invoked)
-            await self.finish_with_failure(inv, InvocationStatus.FAILED, exc.message, note=note)
+            await self.finish_with_failure(
+                inv,
+                InvocationStatus.FAILED,
+                exc.message,
+                note=note,
+                notice_reason=model_error_reason(exc.status),
+            )
             return
         except InputUnavailable as exc:  # raised while the input was being streamed
             self._count("RequestDownloadFailures", inv)
@@ -184,7 +200,10 @@ class Executor:
             return
         self._observe("ResponseUploadLatency", inv, self.clock.monotonic() - uploading)
         faults.crash_point("after-output-before-finish")
-        if await self._finish(inv, InvocationStatus.COMPLETED, None):
+        outcome = Outcome(
+            InvocationStatus.COMPLETED, response=response.body, content_type=response.content_type
+        )
+        if await self._finish(inv, InvocationStatus.COMPLETED, None, outcome):
             note.line(
                 f"completed in {note.since_start_ms()} ms (model {model_ms} ms): "
                 f"{inv.output_location}"
@@ -197,8 +216,11 @@ class Executor:
         reason: str,
         *,
         note: RequestLog | None = None,
+        notice_reason: str | None = None,
     ) -> bool:
         """Write the failure object, then finish (the object first: a 202 promises it).
+        ``notice_reason``: the failureReason of the notification, where SageMaker words
+        it otherwise than ``reason`` (which the failure object and the status call keep).
 
         While the object store is unavailable the request is not finished: after
         retrying for a while it goes back to the queue, to end once the store is back."""
@@ -226,7 +248,11 @@ class Executor:
                 return False
             # It can never be written (no such bucket, an invalid location): end it anyway.
             log.error("could not write failure object %s: %s", inv.failure_location, exc)
-        finished = await self._finish(inv, status, reason[:MAX_REASON_LENGTH])
+        stored_reason = reason[:MAX_REASON_LENGTH]
+        outcome = Outcome(
+            status, failure_reason=notice_reason or stored_reason, response=reason.encode("utf-8")
+        )
+        finished = await self._finish(inv, status, stored_reason, outcome)
         if finished and note is not None:
             verb = "expired" if status == InvocationStatus.EXPIRED else "failed"
             note.line(f"{verb} after {note.since_start_ms()} ms: {reason}")
@@ -247,17 +273,36 @@ class Executor:
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def _finish(self, inv: Invocation, status: InvocationStatus, reason: str | None) -> bool:
-        """Finish in the queue store. While the store is unavailable (a database restart)
-        the finish is retried for half a lease; past that ServiceUnavailable propagates
-        and the lease lapses: the request runs again, never ends twice."""
+    async def _finish(
+        self, inv: Invocation, status: InvocationStatus, reason: str | None, outcome: Outcome
+    ) -> bool:
+        """Finish in the queue store, recording the notifications of the outcome in the
+        same transaction. While the store is unavailable (a database restart) the finish
+        is retried for half a lease; past that ServiceUnavailable propagates and the
+        lease lapses: the request runs again, never ends twice."""
         deadline = self.clock.monotonic() + STORE_RETRY_SECONDS
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                finished = await self.queue.finish(
-                    inv.request_id, self._owner(inv), status, reason, self.clock.now()
+                now = self.clock.now()
+                notifications = (
+                    await self.notices.messages(inv, outcome, now)
+                    if self.notices is not None
+                    else []
                 )
+                if notifications:
+                    finished = await self.queue.finish(
+                        inv.request_id,
+                        self._owner(inv),
+                        status,
+                        reason,
+                        now,
+                        notifications=notifications,
+                    )
+                else:
+                    finished = await self.queue.finish(
+                        inv.request_id, self._owner(inv), status, reason, now
+                    )
                 break
             except ServiceUnavailable:
                 if self.clock.monotonic() + delay > deadline:
@@ -268,14 +313,19 @@ class Executor:
             # Its lease lapsed (this worker was paused or cut off) and it was taken
             # again: the other run finishes it.
             log.warning("invocation %s: lease lost before finishing", inv.inference_id)
-        elif self.metrics is not None:
-            if status is InvocationStatus.EXPIRED:
-                self._count("ExpiredRequests", inv)
-            else:
-                self._count("InvocationsProcessed", inv)
-                self._observe("TotalProcessingTime", inv, self.clock.now() - inv.enqueued_at)
-                if status is InvocationStatus.FAILED:
-                    self._count("InvocationFailures", inv)
+        else:
+            if notifications:
+                faults.crash_point("after-finish-before-notify")
+                if self._on_notified is not None:
+                    self._on_notified()
+            if self.metrics is not None:
+                if status is InvocationStatus.EXPIRED:
+                    self._count("ExpiredRequests", inv)
+                else:
+                    self._count("InvocationsProcessed", inv)
+                    self._observe("TotalProcessingTime", inv, self.clock.now() - inv.enqueued_at)
+                    if status is InvocationStatus.FAILED:
+                        self._count("InvocationFailures", inv)
         return finished
 
     def _count(self, metric: str, inv: Invocation) -> None:
@@ -318,8 +368,7 @@ class Executor:
         from sagequeue.runtimes.http_client import HttpError, request
 
         host = urlsplit(location).hostname or ""
-        allowed = [h.lower() for h in self.settings.https_input_allow_hosts]
-        if host.lower() not in allowed:
+        if not host_allowed(host, self.settings.https_input_allow_hosts):
             raise InputUnavailable(
                 f"Could not read the input from {location}: host {host} is not in the "
                 "https input allow-list (https_input_allow_hosts)"

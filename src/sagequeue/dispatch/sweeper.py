@@ -7,7 +7,8 @@
   workers and their requests re-queued.
 * Finished requests older than the retention period are purged, by one worker at a time
   (the ``retention`` singleton lease), in small batches so that ingest and dispatch
-  never wait long behind it.
+  never wait long behind it; so are delivered notifications (after at most an hour) and
+  failed ones (after the retention period).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 
 from sagequeue.dispatch.execution import Executor, expired_reason
 from sagequeue.dispatch.membership import Membership
-from sagequeue.ports import Clock, FleetStore, InvocationStatus, QueueStore
+from sagequeue.ports import Clock, FleetStore, InvocationStatus, OutboxStore, QueueStore
 
 log = logging.getLogger("sagequeue.worker")
 
@@ -27,6 +28,9 @@ PURGE_EVERY_SECONDS = 60.0
 # Between two purge batches: lets the writer take the enqueues that came meanwhile.
 PURGE_PAUSE_SECONDS = 0.05
 RETENTION_LEASE = "retention"
+# Delivered notifications are kept this long at most (for inspection), failed ones for
+# the retention period.
+DELIVERED_NOTIFICATION_SECONDS = 3600.0
 
 
 class Sweeper:
@@ -41,8 +45,10 @@ class Sweeper:
         lease_seconds: float,
         retention_seconds: float,
         purge_every_seconds: float | None = None,
+        outbox: OutboxStore | None = None,
     ) -> None:
         self.queue = queue
+        self.outbox = outbox
         self.fleet = fleet
         self.executor = executor
         self.membership = membership
@@ -99,4 +105,17 @@ class Sweeper:
                 await self.membership.hold(RETENTION_LEASE)  # keep it through long purges
         if purged:
             log.info("purged %d finished invocations older than the retention period", purged)
+        if self.outbox is not None:
+            await self._purge_notifications()
         return purged
+
+    async def _purge_notifications(self) -> None:
+        now = self.clock.now()
+        delivered_before = now - min(self._retention, DELIVERED_NOTIFICATION_SECONDS)
+        failed_before = now - self._retention
+        assert self.outbox is not None
+        while (
+            await self.outbox.purge_notifications(delivered_before, failed_before, PURGE_BATCH)
+            == PURGE_BATCH
+        ):
+            await asyncio.sleep(PURGE_PAUSE_SECONDS)

@@ -28,6 +28,8 @@ from sagequeue.config import Settings
 from sagequeue.dispatch.execution import Executor
 from sagequeue.dispatch.membership import Membership
 from sagequeue.dispatch.model_logs import FLUSH_SECONDS, LogRetention, LogShipper
+from sagequeue.dispatch.notices import Notices
+from sagequeue.dispatch.outbox import OutboxSender
 from sagequeue.dispatch.placement import Placement, PlacementStore, RuntimeFactory
 from sagequeue.dispatch.sweeper import Sweeper
 from sagequeue.domain.errors import ServiceUnavailable
@@ -38,7 +40,9 @@ from sagequeue.ports import (
     Clock,
     LogStore,
     MetricsStore,
+    Notifier,
     ObjectStore,
+    OutboxStore,
     SystemClock,
     WakeupChannel,
 )
@@ -52,9 +56,11 @@ LEASE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 SWEEP_SECONDS = 1.0
 STOP_GRACE_SECONDS = 25.0
+# At a stop, notifications due then are delivered for up to this long.
+NOTIFY_GRACE_SECONDS = 5.0
 
 
-class WorkerStore(PlacementStore, MetricsStore, LogStore, Protocol):
+class WorkerStore(PlacementStore, MetricsStore, LogStore, OutboxStore, Protocol):
     """Everything a worker reads and writes in the shared store."""
 
 
@@ -76,6 +82,7 @@ class Worker:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         worker_timeout: float | None = None,
         purge_every_seconds: float | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -97,7 +104,29 @@ class Worker:
         self.recorder = MetricsRecorder(
             store, new_writer_id("worker"), self.metric_clock, clock=self.clock
         )
-        self.executor = Executor(store, objects, settings, self.clock, self.recorder)
+        # The outbox sender delivers notifications (none without a notifier: the
+        # notifications still wait in the store for a worker that has one).
+        self.sender = (
+            OutboxSender(
+                store,
+                notifier,
+                self.clock,
+                lambda: self.membership.worker_id,
+                retry_for=settings.notification_retry_for,
+                metrics=self.recorder,
+            )
+            if notifier is not None
+            else None
+        )
+        self.executor = Executor(
+            store,
+            objects,
+            settings,
+            self.clock,
+            self.recorder,
+            notices=Notices(store, settings),
+            on_notified=self.sender.wake if self.sender is not None else None,
+        )
         self.logs = LogShipper(store, self.clock)
         self.log_retention = LogRetention(
             store,
@@ -133,6 +162,7 @@ class Worker:
             lease_seconds=lease_seconds,
             retention_seconds=settings.retention,
             purge_every_seconds=purge_every_seconds,
+            outbox=store,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,6 +181,8 @@ class Worker:
         if self._wakeups is not None:
             await self._wakeups.listen(self.wake)
         await self.placement.tick()
+        if self.sender is not None:
+            self.sender.start()
         self._tasks = [
             self._every(self.membership.heartbeat_seconds, self.membership.beat, "heartbeat"),
             self._every(self._placement_seconds, self.placement.tick, "placement"),
@@ -174,6 +206,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.placement.stop()
+        if self.sender is not None:
+            await self.sender.stop(NOTIFY_GRACE_SECONDS)
         await self.recorder.stop()
         await self.logs.close()  # the instances' last lines
         try:

@@ -5,16 +5,17 @@ the host it names, so it is held to the rules that keep it from being a way into
 other services: only ``scheme://host[:port]`` (a path, query, fragment or credentials
 are refused, never silently used), and the host must be on the operator's allow-list
 (``container_allow_hosts``). Loopback hosts are allowed without listing them only when
-the server itself listens on loopback: then nothing but this machine reaches it anyway.
+the server itself listens on loopback: then nothing but this machine reaches it anyway
+(the rule every outbound allow-list shares: ``sagequeue.domain.outbound``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
+from sagequeue.domain.outbound import host_allowed, is_loopback
+
 CONTAINER_SCHEMES = ("http://", "https://")
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 class ContainerUrlError(ValueError):
@@ -23,16 +24,6 @@ class ContainerUrlError(ValueError):
 
 def is_container_image(image: str) -> bool:
     return image.startswith(CONTAINER_SCHEMES)
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def container_base_url(image: str) -> str:
@@ -63,10 +54,7 @@ def check_container_host(image: str, allow_hosts: list[str], server_host: str) -
     """The base URL of an Image that may be used; raises ContainerUrlError otherwise."""
     base = container_base_url(image)
     host = (urlsplit(base).hostname or "").lower()
-    allowed = {h.strip().lower().strip("[]") for h in allow_hosts}
-    if "*" in allowed or host in allowed:
-        return base
-    if is_loopback(host) and is_loopback(server_host):
+    if host_allowed(host, allow_hosts, server_host):
         return base
     raise ContainerUrlError(
         f"Image host {host} is not in the container allow-list (container_allow_hosts)"

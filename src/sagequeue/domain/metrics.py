@@ -197,6 +197,13 @@ METRICS: dict[str, MetricDef] = _defs(
         "Time from acceptance (202) to the end of processing (result written).",
     ),
     MetricDef(
+        "NotificationFailures",
+        Unit.COUNT,
+        Kind.COUNTER,
+        False,
+        "Notifications (SNS topics, webhooks) given up after the retry period.",
+    ),
+    MetricDef(
         "ApproximateBacklogSize",
         Unit.COUNT,
         Kind.GAUGE,

@@ -209,6 +209,9 @@ class ShapeValidator:
     client-side and SageMaker ignores them): ``prune`` drops them."""
 
     shape: Any
+    # Checks that replace the model's for the strings of a shape name (e.g. topics that
+    # may also be webhook URLs where the model allows only SNS ARNs).
+    overrides: Mapping[str, _Check] = field(default_factory=dict)
     _cache: dict[str, _Check] = field(default_factory=dict)
     _prune_cache: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
@@ -269,6 +272,9 @@ class ShapeValidator:
         return check
 
     def _compile(self, shape: Any) -> _Check:
+        override = self.overrides.get(shape.name)
+        if override is not None:
+            return override
         kind = shape.type_name
         meta = shape.metadata
         if kind == "structure":

@@ -89,6 +89,13 @@ class FrontDoor:
         self.on_startup = on_startup or []
         self.on_shutdown = on_shutdown or []
 
+    def begin_shutdown(self) -> None:
+        """The server is stopping: responses that would stream on (event feeds) end now,
+        so that none holds the graceful stop up."""
+        close_streams = getattr(self.runtime, "close_streams", None)
+        if close_streams is not None:
+            close_streams()
+
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         kind = scope["type"]
         if kind == "http":

@@ -30,6 +30,7 @@ from sagequeue.domain.errors import (
     UnknownOperation,
     ValidationException,
 )
+from sagequeue.domain.notifications import topic_form_problem, topic_host_problem
 from sagequeue.domain.placement import plan_endpoint, running_counts
 from sagequeue.domain.resources import (
     DEPLOYMENT_KEY,
@@ -44,7 +45,13 @@ from sagequeue.domain.resources import (
     resource_arn,
     variant_names,
 )
-from sagequeue.domain.validation import ShapeValidator, raise_if_invalid, wire_int
+from sagequeue.domain.validation import (
+    ShapeValidator,
+    member_path,
+    raise_if_invalid,
+    violation,
+    wire_int,
+)
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.http import Request, Response, json_response
 from sagequeue.ports import FleetStore, MetadataStore, Resource, ResourceKind
@@ -71,7 +78,22 @@ def _validator(action: str) -> ShapeValidator:
     import botocore.session
 
     model = botocore.session.get_session().get_service_model("sagemaker")
-    return ShapeValidator(model.operation_model(action).input_shape)
+    return ShapeValidator(
+        model.operation_model(action).input_shape, overrides={"SnsTopicArn": _check_topic}
+    )
+
+
+def _check_topic(value: Any, path: str, out: list[str]) -> None:
+    """Notification topics: an SNS topic ARN as the model says, or a webhook URL."""
+    if not isinstance(value, str):
+        out.append(violation(value, path, "Member must be a string"))
+        return
+    problem = topic_form_problem(value)
+    if problem is not None:
+        out.append(violation(value, path, problem))
+
+
+_TOPIC_PATH = "asyncInferenceConfig.outputConfig.notificationConfig."
 
 
 # The resource each action acts on (kind, name member), for key policies; List*
@@ -281,6 +303,7 @@ class ControlPlane:
                 "AsyncInferenceConfig.OutputConfig.S3OutputPath is required: results of "
                 "asynchronous invocations are written there."
             )
+        self._check_topic_hosts(output.get("NotificationConfig") or {})
         variants = params["ProductionVariants"]
         seen: set[str] = set()
         for variant in variants:
@@ -306,6 +329,20 @@ class ControlPlane:
         doc["CreationTime"] = self._clock()
         await self._create(ResourceKind.ENDPOINT_CONFIG, name, doc)
         return {"EndpointConfigArn": doc["EndpointConfigArn"]}
+
+    def _check_topic_hosts(self, notification: dict[str, Any]) -> None:
+        """Webhook topics must name hosts the operator allows (SSRF)."""
+        violations = []
+        for member in ("SuccessTopic", "ErrorTopic"):
+            topic = notification.get(member)
+            if not topic:
+                continue
+            problem = topic_host_problem(
+                topic, self._settings.notification_allow_hosts, self._settings.host
+            )
+            if problem is not None:
+                violations.append(violation(topic, _TOPIC_PATH + member_path(member), problem))
+        raise_if_invalid(violations, ValidationException)
 
     async def describe_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
         resource = await self._require(ResourceKind.ENDPOINT_CONFIG, params["EndpointConfigName"])

@@ -56,6 +56,7 @@ NAMES = {
     "ResponseUploadLatency": "response_upload_latency_seconds",
     "TimeInBacklog": "time_in_backlog_seconds",
     "TotalProcessingTime": "total_processing_time_seconds",
+    "NotificationFailures": "notification_failures",
     "ApproximateBacklogSize": "approximate_backlog_size",
     "ApproximateBacklogSizePerInstance": "approximate_backlog_size_per_instance",
     "ApproximateAgeOfOldestRequest": "approximate_age_of_oldest_request_seconds",

@@ -1,5 +1,6 @@
 """The SageMaker runtime API (rest-json): InvokeEndpointAsync, the status extension
-``GET /endpoints/{EndpointName}/async-invocations/{InferenceId}`` (DESIGN.md), and the
+``GET /endpoints/{EndpointName}/async-invocations/{InferenceId}`` (DESIGN.md) with its push
+feed ``.../{InferenceId}/events`` (server-sent events, ``frontdoor/feed.py``), and the
 listing extension ``GET /endpoints/{EndpointName}/async-invocations`` (an endpoint's
 invocations newest first, by status, in pages; docs/api.md).
 
@@ -9,6 +10,7 @@ for a fraction of a second) and one durable enqueue per request; JSON by msgspec
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import time
@@ -34,8 +36,16 @@ from sagequeue.domain.resources import (
 )
 from sagequeue.domain.validation import wire_int
 from sagequeue.frontdoor.errors import WireProtocol
+from sagequeue.frontdoor.feed import invocation_events
 from sagequeue.frontdoor.http import Request, Response
-from sagequeue.ports import Invocation, InvocationStatus, MetadataStore, QueueStore, ResourceKind
+from sagequeue.ports import (
+    ChangeNotices,
+    Invocation,
+    InvocationStatus,
+    MetadataStore,
+    QueueStore,
+    ResourceKind,
+)
 
 if TYPE_CHECKING:
     from sagequeue.monitoring.recorder import MetricsSink
@@ -46,6 +56,7 @@ ENDPOINT_CACHE_SECONDS = 0.5
 
 _ENDPOINTS_PREFIX = "/endpoints/"
 _INVOCATIONS = "async-invocations"
+_EVENTS_SUFFIX = "/events"
 # The IAM action names a key policy uses for the runtime API. The status call is this
 # server's own extension, so its action is too (docs/security.md).
 INVOKE_ACTION = "sagemaker:InvokeEndpointAsync"
@@ -114,18 +125,31 @@ class RuntimeApi:
         on_enqueued: Callable[[str], None],
         *,
         clock: Callable[[], float] = time.monotonic,
+        change_notices: Callable[[], ChangeNotices | None] = lambda: None,
         metrics: MetricsSink | None = None,
     ) -> None:
         self._get_store = get_store
         self._settings = settings
         self._on_enqueued = on_enqueued
         self._clock = clock
+        self._change_notices = change_notices
+        # Set when the server stops: event feeds end, so that no stream holds it up.
+        self._stopping: asyncio.Event | None = None
         self._metrics = metrics
         # endpoint name -> (valid until (monotonic), document or None when missing)
         self._endpoints: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
+    def close_streams(self) -> None:
+        """The server is stopping: end every event feed."""
+        self._stopping_event().set()
+
+    def _stopping_event(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
     async def handle(self, request: Request) -> Response:
-        name, inference_id = _parse_path(request.raw_path)
+        name, inference_id, feed = _parse_path(request.raw_path)
         if name is not None and inference_id is None and request.method == "POST":
             if request.access is not None:
                 request.authorize(INVOKE_ACTION, self._endpoint_arn(name))
@@ -139,6 +163,8 @@ class RuntimeApi:
         if name is not None and inference_id is not None and request.method == "GET":
             if request.access is not None:
                 request.authorize(STATUS_ACTION, self._endpoint_arn(name))
+            if feed:
+                return await self._events(request, name, inference_id)
             return await self._status(request, name, inference_id)
         if name is not None and inference_id is None and request.method == "GET":
             if request.access is not None:
@@ -266,7 +292,7 @@ class RuntimeApi:
         return Response(
             200,
             [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
-            _encode(_status_body(invocation)),
+            status_json(invocation),
         )
 
     # ------------------------------------------------------------------ listing extension
@@ -297,6 +323,36 @@ class RuntimeApi:
             [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
             _encode(body),
         )
+
+    async def _events(self, request: Request, endpoint_name: str, inference_id: str) -> Response:
+        store = self._get_store()
+        invocation = await store.get(endpoint_name, inference_id)
+        if invocation is None:
+            raise InvocationNotFound(
+                f"Inference {inference_id} of endpoint {endpoint_name} not found."
+            )
+        events = invocation_events(
+            invocation,
+            lambda: store.get(endpoint_name, inference_id),
+            status_json,
+            notices=self._change_notices(),
+            stopping=self._stopping_event(),
+        )
+        return Response(
+            200,
+            [
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),  # proxies must not hold events back
+                ("x-amzn-requestid", request.request_id),
+            ],
+            events,
+        )
+
+
+def status_json(invocation: Invocation) -> bytes:
+    """The status call's JSON for an invocation (also each event of its feed)."""
+    return _encode(_status_body(invocation))
 
 
 def _status_body(invocation: Invocation) -> _StatusBody:
@@ -381,17 +437,21 @@ def s3_object_arn(location: str) -> str | None:
     return "arn:aws:s3:::" + location[len("s3://") :]
 
 
-def _parse_path(raw_path: str) -> tuple[str | None, str | None]:
-    """(EndpointName, InferenceId) of ``/endpoints/{name}/async-invocations[/{id}]``;
-    (None, None) for any other path. Segments are split before decoding, so an
-    InferenceId may hold an encoded ``/``."""
+def _parse_path(raw_path: str) -> tuple[str | None, str | None, bool]:
+    """(EndpointName, InferenceId, whether the event feed is asked for) of
+    ``/endpoints/{name}/async-invocations[/{id}[/events]]``; (None, None, False) for any
+    other path. Segments are split before decoding, so an InferenceId may hold an
+    encoded ``/`` (and one that ends in ``/events`` must encode its ``/``)."""
     if not raw_path.startswith(_ENDPOINTS_PREFIX):
-        return None, None
+        return None, None, False
     parts = raw_path[len(_ENDPOINTS_PREFIX) :].split("/", 2)
     if len(parts) < 2 or parts[1] != _INVOCATIONS or not parts[0]:
-        return None, None
+        return None, None, False
     name = unquote(parts[0])
     if len(parts) == 2:
-        return name, None
-    inference_id = unquote(parts[2])
-    return (name, inference_id) if inference_id else (None, None)
+        return name, None, False
+    raw_id, feed = parts[2], False
+    if raw_id.endswith(_EVENTS_SUFFIX):
+        raw_id, feed = raw_id[: -len(_EVENTS_SUFFIX)], True
+    inference_id = unquote(raw_id)
+    return (name, inference_id, feed) if inference_id else (None, None, False)

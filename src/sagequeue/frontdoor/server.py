@@ -156,6 +156,12 @@ class LaneProtocol(HttpToolsProtocol):
         self._cancel_timers()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        # uvicorn asks every connection to finish at a graceful stop: long-lived streams
+        # (event feeds) end then instead of holding the stop up to its timeout.
+        self.front_door.begin_shutdown()
+        super().shutdown()
+
     def data_received(self, data: bytes) -> None:
         if self._lingering >= 0:
             self._lingering += len(data)
@@ -412,6 +418,7 @@ _UVICORN_HOOKS = (
     "on_body",
     "on_message_complete",
     "on_response_complete",
+    "shutdown",
 )
 
 

@@ -107,7 +107,8 @@ class HttpContainerInstance:
             text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
             side = "client" if response.status < 500 else "server"
             raise ModelInvocationError(
-                f'Received {side} error ({response.status}) from model with message "{text}"'
+                f'Received {side} error ({response.status}) from model with message "{text}"',
+                status=response.status,
             )
         return ModelResponse(
             body=body,

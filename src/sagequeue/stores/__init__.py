@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from sagequeue.ports import WakeupChannel
     from sagequeue.stores.objects import ObjectBackend
     from sagequeue.stores.postgres import PostgresStore
+    from sagequeue.stores.postgres_wakeups import PostgresChangeNotices
     from sagequeue.stores.sqlite import SqliteStore
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -86,3 +87,16 @@ async def open_object_store(settings: Settings) -> ObjectBackend:
     from sagequeue.stores.objects import open_object_backend
 
     return await open_object_backend(settings.object_store_url, settings)
+
+
+def open_change_notices(store: object) -> PostgresChangeNotices | None:
+    """Change notices of invocations for event feeds (LISTEN/NOTIFY on PostgreSQL); None
+    for SQLite, whose feeds poll the store. Not yet listening: call ``start``."""
+    import sys
+
+    postgres = sys.modules.get("sagequeue.stores.postgres")
+    if postgres is not None and isinstance(store, postgres.PostgresStore):
+        from sagequeue.stores.postgres_wakeups import PostgresChangeNotices
+
+        return PostgresChangeNotices(store.url)
+    return None

@@ -21,6 +21,8 @@ from sagequeue.ports import (
     Invocation,
     InvocationStatus,
     MetricPoint,
+    NotificationState,
+    OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
@@ -45,6 +47,9 @@ class MemoryStore(MemoryLogs):
         self._workers: dict[str, WorkerRecord] = {}
         self._instances: dict[_InstanceKey, InstanceClaim] = {}
         self._singletons: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
+        self._outbox: dict[str, OutboxMessage] = {}  # by message_id, in seq order
+        self._next_outbox_seq = 1
+        self._notification_failures: dict[str, int] = {}
         # (period_start, metric, endpoint, variant, writer) -> aggregate; and totals by
         # (metric, endpoint, variant, writer)
         self._metric_points: dict[tuple[int, str, str, str, str], MetricPoint] = {}
@@ -119,6 +124,8 @@ class MemoryStore(MemoryLogs):
         status: InvocationStatus,
         failure_reason: str | None,
         now: float,
+        *,
+        notifications: Sequence[OutboxMessage] = (),
     ) -> bool:
         if not InvocationStatus(status).is_final:
             raise InternalFailure(f"finish needs a final status, not {status}")
@@ -129,6 +136,16 @@ class MemoryStore(MemoryLogs):
         inv.failure_reason = failure_reason
         inv.finished_at = now
         inv.lease_expires_at = None
+        for message in notifications:
+            if message.message_id in self._outbox:
+                continue
+            stored = dataclasses.replace(
+                message,
+                next_attempt_at=message.next_attempt_at or message.created_at,
+                seq=self._next_outbox_seq,
+            )
+            self._next_outbox_seq += 1
+            self._outbox[stored.message_id] = stored
         return True
 
     async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
@@ -222,6 +239,98 @@ class MemoryStore(MemoryLogs):
         if inv is None or inv.status is not _IN_PROGRESS or inv.lease_owner != owner:
             return None
         return inv
+
+    # --------------------------------------------------------------- OutboxStore
+    async def lease_notifications(
+        self, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[OutboxMessage]:
+        due = [
+            message
+            for message in self._outbox.values()
+            if message.state is NotificationState.PENDING and message.next_attempt_at <= now
+        ]
+        due.sort(key=lambda message: message.next_attempt_at)
+        leased = []
+        for message in due[: max(limit, 0)]:
+            message.lease_owner = owner
+            message.next_attempt_at = now + lease_seconds
+            message.attempts += 1
+            leased.append(dataclasses.replace(message))
+        leased.sort(key=lambda message: message.seq or 0)
+        return leased
+
+    async def notification_delivered(self, message_id: str, owner: str, now: float) -> bool:
+        message = self._outbox_held(message_id, owner)
+        if message is None:
+            return False
+        message.state = NotificationState.DELIVERED
+        message.finished_at = now
+        message.lease_owner = None
+        message.last_error = None
+        return True
+
+    async def notification_retry(
+        self, message_id: str, owner: str, next_attempt_at: float, error: str
+    ) -> bool:
+        message = self._outbox_held(message_id, owner)
+        if message is None:
+            return False
+        message.next_attempt_at = next_attempt_at
+        message.lease_owner = None
+        message.last_error = error
+        return True
+
+    async def notification_failed(
+        self, message_id: str, owner: str, now: float, error: str
+    ) -> bool:
+        message = self._outbox_held(message_id, owner)
+        if message is None:
+            return False
+        message.state = NotificationState.FAILED
+        message.finished_at = now
+        message.lease_owner = None
+        message.last_error = error
+        name = message.endpoint_name
+        self._notification_failures[name] = self._notification_failures.get(name, 0) + 1
+        return True
+
+    async def notification_failure_counts(self) -> dict[str, int]:
+        return dict(self._notification_failures)
+
+    async def notifications_of(self, endpoint_name: str, inference_id: str) -> list[OutboxMessage]:
+        return [
+            dataclasses.replace(message)
+            for message in self._outbox.values()
+            if message.endpoint_name == endpoint_name and message.inference_id == inference_id
+        ]
+
+    async def purge_notifications(
+        self, delivered_before: float, failed_before: float, limit: int
+    ) -> int:
+        cutoffs = {
+            NotificationState.DELIVERED: delivered_before,
+            NotificationState.FAILED: failed_before,
+        }
+        old = [
+            message.message_id
+            for message in self._outbox.values()
+            if message.state in cutoffs
+            and message.finished_at is not None
+            and message.finished_at < cutoffs[message.state]
+        ][: max(limit, 0)]
+        for message_id in old:
+            del self._outbox[message_id]
+        return len(old)
+
+    def _outbox_held(self, message_id: str, owner: str) -> OutboxMessage | None:
+        message = self._outbox.get(message_id)
+        if (
+            message is None
+            or message.state is not NotificationState.PENDING
+            or message.lease_owner != owner
+        ):
+            return None
+        return message
 
     # ---------------------------------------------------------------- MetricsStore
     async def record_metrics(self, writer: str, points: Sequence[MetricPoint]) -> None:

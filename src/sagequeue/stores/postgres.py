@@ -61,6 +61,8 @@ from sagequeue.ports import (
     Invocation,
     InvocationStatus,
     MetricPoint,
+    NotificationState,
+    OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
@@ -70,6 +72,9 @@ from sagequeue.stores.postgres_logs import LOG_MIGRATION, PostgresLogs
 log = logging.getLogger("sagequeue.postgres")
 
 WAKEUP_CHANNEL: Final = "sagequeue_wakeups"
+# Notified (payload: the endpoint name) when invocations change status: event feeds wait
+# on it (``postgres_wakeups.PostgresChangeNotices``).
+CHANGES_CHANNEL: Final = "sagequeue_changes"
 # Any number that no other application's advisory lock on the same database uses.
 MIGRATION_LOCK_KEY: Final = 0x5A6E_0001
 MAX_GROUP_COMMIT_ROWS: Final = 4096  # bounds one statement's size under a burst
@@ -310,6 +315,65 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     LOG_MIGRATION,  # model logs (CloudWatch Logs API): sagequeue.stores.postgres_logs
     (
+        # Notification outbox (written by finish, in its transaction; notify branch).
+        """
+        CREATE TABLE notification_outbox (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id text NOT NULL UNIQUE,
+            endpoint_name text NOT NULL,
+            inference_id text NOT NULL,
+            topic text NOT NULL,
+            body bytea NOT NULL,
+            created_at double precision NOT NULL,
+            state text NOT NULL,
+            next_attempt_at double precision NOT NULL,  -- due; while leased, lease's end
+            attempts integer NOT NULL DEFAULT 0,
+            lease_owner text,
+            finished_at double precision,
+            last_error text
+        )
+        """,
+        """
+        CREATE INDEX notification_outbox_due ON notification_outbox (next_attempt_at)
+        WHERE state = 'Pending'
+        """,
+        """
+        CREATE INDEX notification_outbox_finished ON notification_outbox (finished_at)
+        WHERE state <> 'Pending'
+        """,
+        """
+        CREATE INDEX notification_outbox_by_inference
+        ON notification_outbox (endpoint_name, inference_id, seq)
+        """,
+        # NotificationFailures per endpoint: kept when the outbox rows are purged.
+        """
+        CREATE TABLE notification_failures (
+            endpoint_name text PRIMARY KEY,
+            n bigint NOT NULL
+        )
+        """,
+        # Change notices for event feeds: once per endpoint per statement that changed
+        # some of its invocations' status (delivered at commit to every listener).
+        f"""
+        CREATE FUNCTION sagequeue_invocations_changed() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{CHANGES_CHANNEL}', endpoint_name)
+            FROM (
+                SELECT DISTINCT n.endpoint_name FROM new_rows AS n JOIN old_rows AS o USING (seq)
+                WHERE n.status <> o.status
+            ) AS e;
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER invocations_changed AFTER UPDATE ON invocations
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION sagequeue_invocations_changed()
+        """,
+    ),
+    (
         # Listing an endpoint's invocations newest first, by status (the console): a page
         # is one backward range read per status, whatever the number of rows.
         "CREATE INDEX invocations_by_status ON invocations (endpoint_name, status, seq)",
@@ -419,6 +483,58 @@ _REQUEUE_OWNED: Final = """
     UPDATE invocations
     SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
     WHERE status = 'InProgress' AND lease_owner = ANY(%s::text[])
+"""
+# ---- notification outbox
+_OUTBOX_COLUMNS: Final = (
+    "message_id, endpoint_name, inference_id, topic, body, created_at, state, "
+    "next_attempt_at, attempts, lease_owner, finished_at, last_error, seq"
+)
+_INSERT_OUTBOX: Final = f"""
+    INSERT INTO notification_outbox ({_OUTBOX_COLUMNS.replace(", seq", "")})
+    VALUES ({", ".join(["%s"] * 12)})
+    ON CONFLICT (message_id) DO NOTHING
+"""
+_LEASE_OUTBOX: Final = f"""
+    UPDATE notification_outbox
+    SET lease_owner = %s, next_attempt_at = %s, attempts = attempts + 1
+    WHERE seq = ANY(ARRAY(
+        SELECT seq FROM notification_outbox
+        WHERE state = 'Pending' AND next_attempt_at <= %s
+        ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING {_OUTBOX_COLUMNS}
+"""
+_OUTBOX_HELD: Final = "message_id = %s AND state = 'Pending' AND lease_owner = %s"
+_OUTBOX_DELIVERED: Final = f"""
+    UPDATE notification_outbox
+    SET state = 'Delivered', finished_at = %s, lease_owner = NULL, last_error = NULL
+    WHERE {_OUTBOX_HELD}
+"""
+_OUTBOX_RETRY: Final = f"""
+    UPDATE notification_outbox SET next_attempt_at = %s, lease_owner = NULL, last_error = %s
+    WHERE {_OUTBOX_HELD}
+"""
+# Failed, and counted in the same statement.
+_OUTBOX_FAILED: Final = f"""
+    WITH failed AS (
+        UPDATE notification_outbox
+        SET state = 'Failed', finished_at = %s, lease_owner = NULL, last_error = %s
+        WHERE {_OUTBOX_HELD}
+        RETURNING endpoint_name
+    )
+    INSERT INTO notification_failures AS f (endpoint_name, n)
+    SELECT endpoint_name, 1 FROM failed
+    ON CONFLICT (endpoint_name) DO UPDATE SET n = f.n + 1
+"""
+# Parameters: the later cutoff (for the index), the Delivered one, the Failed one, limit.
+_PURGE_OUTBOX: Final = """
+    DELETE FROM notification_outbox WHERE seq = ANY(ARRAY(
+        SELECT seq FROM notification_outbox
+        WHERE state <> 'Pending' AND finished_at < %s
+            AND ((state = 'Delivered' AND finished_at < %s)
+                OR (state = 'Failed' AND finished_at < %s))
+        ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED
+    ))
 """
 _OLDEST_QUEUED: Final = """
     SELECT enqueued_at FROM invocations
@@ -821,11 +937,22 @@ class PostgresStore(PostgresLogs):
         status: InvocationStatus,
         failure_reason: str | None,
         now: float,
+        *,
+        notifications: Sequence[OutboxMessage] = (),
     ) -> bool:
         if not InvocationStatus(status).is_final:
             raise InternalFailure(f"finish needs a final status, not {status}")
         params = (str(status), failure_reason, now, request_id, owner)
-        return await self._rowcount(_FINISH, params) == 1
+        if not notifications:
+            return await self._rowcount(_FINISH, params) == 1
+        rows = [_outbox_row(message) for message in notifications]
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(_FINISH, params)
+            if cursor.rowcount != 1:
+                return False
+            async with conn.cursor() as insert:
+                await insert.executemany(_INSERT_OUTBOX, rows)
+        return True
 
     async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
         params = (0 if attempted else 1, request_id, owner)
@@ -876,6 +1003,52 @@ class PostgresStore(PostgresLogs):
         if limit <= 0:
             return 0
         return await self._rowcount(_PURGE_FINISHED, (finished_before, limit))
+
+    # --------------------------------------------------------------- OutboxStore
+    async def lease_notifications(
+        self, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[OutboxMessage]:
+        if limit <= 0:
+            return []
+        rows = await self._fetchall(_LEASE_OUTBOX, (owner, now + lease_seconds, now, limit))
+        leased = [_to_outbox_message(row) for row in rows]
+        leased.sort(key=lambda message: message.seq or 0)
+        return leased
+
+    async def notification_delivered(self, message_id: str, owner: str, now: float) -> bool:
+        return await self._rowcount(_OUTBOX_DELIVERED, (now, message_id, owner)) == 1
+
+    async def notification_retry(
+        self, message_id: str, owner: str, next_attempt_at: float, error: str
+    ) -> bool:
+        params = (next_attempt_at, error, message_id, owner)
+        return await self._rowcount(_OUTBOX_RETRY, params) == 1
+
+    async def notification_failed(
+        self, message_id: str, owner: str, now: float, error: str
+    ) -> bool:
+        return await self._rowcount(_OUTBOX_FAILED, (now, error, message_id, owner)) == 1
+
+    async def notification_failure_counts(self) -> dict[str, int]:
+        rows = await self._fetchall("SELECT endpoint_name, n FROM notification_failures")
+        return {name: int(n) for name, n in rows}
+
+    async def notifications_of(self, endpoint_name: str, inference_id: str) -> list[OutboxMessage]:
+        sql = (
+            f"SELECT {_OUTBOX_COLUMNS} FROM notification_outbox "
+            "WHERE endpoint_name = %s AND inference_id = %s ORDER BY seq"
+        )
+        rows = await self._fetchall(sql, (endpoint_name, inference_id))
+        return [_to_outbox_message(row) for row in rows]
+
+    async def purge_notifications(
+        self, delivered_before: float, failed_before: float, limit: int
+    ) -> int:
+        if limit <= 0:
+            return 0
+        later = max(delivered_before, failed_before)
+        params = (later, delivered_before, failed_before, limit)
+        return await self._rowcount(_PURGE_OUTBOX, params)
 
     async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
         rows = await self._fetchall(_OLDEST_QUEUED, (endpoint_name, variant_name))
@@ -1181,3 +1354,27 @@ def _to_instance(row: Sequence[Any]) -> InstanceClaim:
     claim = InstanceClaim(*row)
     claim.state = InstanceState(claim.state)
     return claim
+
+
+def _outbox_row(message: OutboxMessage) -> tuple[Any, ...]:
+    return (
+        message.message_id,
+        message.endpoint_name,
+        message.inference_id,
+        message.topic,
+        message.body,
+        message.created_at,
+        str(message.state),
+        message.next_attempt_at or message.created_at,
+        message.attempts,
+        message.lease_owner,
+        message.finished_at,
+        message.last_error,
+    )
+
+
+def _to_outbox_message(row: Sequence[Any]) -> OutboxMessage:
+    message = OutboxMessage(*row)
+    message.state = NotificationState(message.state)
+    message.body = bytes(message.body)
+    return message

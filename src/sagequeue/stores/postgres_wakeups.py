@@ -18,7 +18,12 @@ from typing import Final
 
 import psycopg
 
-from sagequeue.stores.postgres import CONNECT_TIMEOUT_SECONDS, WAKEUP_CHANNEL, redact
+from sagequeue.stores.postgres import (
+    CHANGES_CHANNEL,
+    CONNECT_TIMEOUT_SECONDS,
+    WAKEUP_CHANNEL,
+    redact,
+)
 
 log = logging.getLogger("sagequeue.postgres")
 
@@ -32,8 +37,9 @@ FIRST_LISTEN_TIMEOUT_SECONDS: Final = 5.0
 class PostgresWakeups:
     """Implements ``WakeupChannel`` (sagequeue.ports) with LISTEN/NOTIFY."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, channel: str = WAKEUP_CHANNEL) -> None:
         self.url = url
+        self.channel = channel
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.reconnects = 0  # how many times the connection was re-established
@@ -80,7 +86,7 @@ class PostgresWakeups:
                 continue
             try:
                 async with conn:
-                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    await conn.execute(f"LISTEN {self.channel}")
                     if connected_before:
                         self.reconnects += 1
                         log.info("wake-up listener reconnected to %s", redact(self.url))
@@ -104,3 +110,38 @@ class PostgresWakeups:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._listening.clear()
+
+
+class PostgresChangeNotices:
+    """Implements ``ChangeNotices`` (sagequeue.ports): the store's triggers NOTIFY the
+    endpoint name of every statement that changed invocations' status; event feeds of
+    that endpoint's requests wake and read the store again."""
+
+    def __init__(self, url: str) -> None:
+        self._listener = PostgresWakeups(url, channel=CHANGES_CHANNEL)
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    async def start(self) -> None:
+        await self._listener.listen(self._notified)
+
+    def _notified(self, endpoint_name: str) -> None:
+        for event in self._waiters.get(endpoint_name, ()):
+            event.set()
+
+    async def wait(self, endpoint_name: str, inference_id: str, timeout: float) -> bool:
+        event = asyncio.Event()
+        waiting = self._waiters.setdefault(endpoint_name, set())
+        waiting.add(event)
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiting.discard(event)
+            if not waiting:
+                self._waiters.pop(endpoint_name, None)
+
+    async def close(self) -> None:
+        await self._listener.close()

@@ -50,6 +50,8 @@ from sagequeue.ports import (
     Invocation,
     InvocationStatus,
     MetricPoint,
+    NotificationState,
+    OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
@@ -248,6 +250,45 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     LOG_MIGRATION,  # model logs (CloudWatch Logs API): sagequeue.stores.sqlite_logs
     (
+        # Notification outbox (written by finish, in its transaction; notify branch).
+        """
+        CREATE TABLE notification_outbox (
+            seq INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL UNIQUE,
+            endpoint_name TEXT NOT NULL,
+            inference_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            body BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            next_attempt_at REAL NOT NULL,  -- due; while leased, when the lease lapses
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            finished_at REAL,
+            last_error TEXT
+        )
+        """,
+        """
+        CREATE INDEX notification_outbox_due ON notification_outbox (next_attempt_at)
+        WHERE state = 'Pending'
+        """,
+        """
+        CREATE INDEX notification_outbox_finished ON notification_outbox (finished_at)
+        WHERE state <> 'Pending'
+        """,
+        """
+        CREATE INDEX notification_outbox_by_inference
+        ON notification_outbox (endpoint_name, inference_id)
+        """,
+        # NotificationFailures per endpoint: kept when the outbox rows are purged.
+        """
+        CREATE TABLE notification_failures (
+            endpoint_name TEXT PRIMARY KEY,
+            n INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+    (
         # Listing an endpoint's invocations newest first, by status (the console): each
         # status's entries end with the rowid (seq), so a page is one range read per
         # status, whatever the number of rows.
@@ -372,6 +413,56 @@ _REQUEUE_OWNED: Final = """
     UPDATE invocations
     SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
     WHERE status = 'InProgress' AND lease_owner = ?
+"""
+# ---- notification outbox
+_OUTBOX_COLUMNS: Final = (
+    "message_id, endpoint_name, inference_id, topic, body, created_at, state, "
+    "next_attempt_at, attempts, lease_owner, finished_at, last_error, seq"
+)
+_INSERT_OUTBOX: Final = f"""
+    INSERT INTO notification_outbox ({_OUTBOX_COLUMNS.replace(", seq", "")})
+    VALUES ({", ".join("?" * 12)})
+    ON CONFLICT (message_id) DO NOTHING
+"""
+_LEASE_OUTBOX: Final = f"""
+    UPDATE notification_outbox
+    SET lease_owner = ?, next_attempt_at = ?, attempts = attempts + 1
+    WHERE seq IN (
+        SELECT seq FROM notification_outbox
+        WHERE state = 'Pending' AND next_attempt_at <= ?
+        ORDER BY next_attempt_at LIMIT ?
+    )
+    RETURNING {_OUTBOX_COLUMNS}
+"""
+_OUTBOX_HELD: Final = "message_id = ? AND state = 'Pending' AND lease_owner = ?"
+_OUTBOX_DELIVERED: Final = f"""
+    UPDATE notification_outbox
+    SET state = 'Delivered', finished_at = ?, lease_owner = NULL, last_error = NULL
+    WHERE {_OUTBOX_HELD}
+"""
+_OUTBOX_RETRY: Final = f"""
+    UPDATE notification_outbox SET next_attempt_at = ?, lease_owner = NULL, last_error = ?
+    WHERE {_OUTBOX_HELD}
+"""
+_OUTBOX_FAILED: Final = f"""
+    UPDATE notification_outbox
+    SET state = 'Failed', finished_at = ?, lease_owner = NULL, last_error = ?
+    WHERE {_OUTBOX_HELD}
+    RETURNING endpoint_name
+"""
+_COUNT_FAILURE: Final = """
+    INSERT INTO notification_failures VALUES (?, 1)
+    ON CONFLICT (endpoint_name) DO UPDATE SET n = n + 1
+"""
+# Parameters: the later cutoff (for the index), the Delivered one, the Failed one, limit.
+_PURGE_OUTBOX: Final = """
+    DELETE FROM notification_outbox WHERE seq IN (
+        SELECT seq FROM notification_outbox
+        WHERE state <> 'Pending' AND finished_at < ?
+            AND ((state = 'Delivered' AND finished_at < ?)
+                OR (state = 'Failed' AND finished_at < ?))
+        ORDER BY finished_at LIMIT ?
+    )
 """
 _RESOURCE_COLUMNS: Final = "kind, name, doc, version, created_at"
 _WORKER_COLUMNS: Final = (
@@ -739,12 +830,26 @@ class SqliteStore(SqliteLogs):
         status: InvocationStatus,
         failure_reason: str | None,
         now: float,
+        *,
+        notifications: Sequence[OutboxMessage] = (),
     ) -> bool:
         if not InvocationStatus(status).is_final:
             raise InternalFailure(f"finish needs a final status, not {status}")
         params = (str(status), failure_reason, now, request_id, owner)
-        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(_FINISH, params).rowcount)
-        return changed == 1
+        if not notifications:
+            changed = await self._submit(
+                _LEASE_TX, lambda conn: conn.execute(_FINISH, params).rowcount
+            )
+            return changed == 1
+        rows = [_outbox_row(message) for message in notifications]
+
+        def finish_and_record(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(_FINISH, params).rowcount
+            if changed == 1:
+                conn.executemany(_INSERT_OUTBOX, rows)
+            return changed
+
+        return await self._submit(_LEASE_TX, finish_and_record) == 1
 
     async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
         params = (0 if attempted else 1, request_id, owner)
@@ -812,6 +917,72 @@ class SqliteStore(SqliteLogs):
         params = (finished_before, limit)
         return await self._submit(
             _LEASE_TX, lambda conn: conn.execute(_PURGE_FINISHED, params).rowcount
+        )
+
+    # --------------------------------------------------------------- OutboxStore
+    async def lease_notifications(
+        self, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[OutboxMessage]:
+        if limit <= 0:
+            return []
+        params = (owner, now + lease_seconds, now, limit)
+        rows = await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_LEASE_OUTBOX, params).fetchall()
+        )
+        leased = [_to_outbox_message(row) for row in rows]
+        leased.sort(key=lambda message: message.seq or 0)
+        return leased
+
+    async def notification_delivered(self, message_id: str, owner: str, now: float) -> bool:
+        params = (now, message_id, owner)
+        changed = await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_OUTBOX_DELIVERED, params).rowcount
+        )
+        return changed == 1
+
+    async def notification_retry(
+        self, message_id: str, owner: str, next_attempt_at: float, error: str
+    ) -> bool:
+        params = (next_attempt_at, error, message_id, owner)
+        changed = await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_OUTBOX_RETRY, params).rowcount
+        )
+        return changed == 1
+
+    async def notification_failed(
+        self, message_id: str, owner: str, now: float, error: str
+    ) -> bool:
+        def fail(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(_OUTBOX_FAILED, (now, error, message_id, owner)).fetchone()
+            if row is None:
+                return False
+            conn.execute(_COUNT_FAILURE, (row[0],))
+            return True
+
+        return await self._submit(_LEASE_TX, fail)
+
+    async def notification_failure_counts(self) -> dict[str, int]:
+        sql = "SELECT endpoint_name, n FROM notification_failures"
+        return dict(await self._read(lambda conn: conn.execute(sql).fetchall()))
+
+    async def notifications_of(self, endpoint_name: str, inference_id: str) -> list[OutboxMessage]:
+        sql = (
+            f"SELECT {_OUTBOX_COLUMNS} FROM notification_outbox "
+            "WHERE endpoint_name = ? AND inference_id = ? ORDER BY seq"
+        )
+        params = (endpoint_name, inference_id)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_to_outbox_message(row) for row in rows]
+
+    async def purge_notifications(
+        self, delivered_before: float, failed_before: float, limit: int
+    ) -> int:
+        if limit <= 0:
+            return 0
+        later = max(delivered_before, failed_before)
+        params = (later, delivered_before, failed_before, limit)
+        return await self._submit(
+            _LEASE_TX, lambda conn: conn.execute(_PURGE_OUTBOX, params).rowcount
         )
 
     async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
@@ -1122,3 +1293,27 @@ def _to_instance(row: Sequence[Any]) -> InstanceClaim:
     claim = InstanceClaim(*row)
     claim.state = InstanceState(claim.state)
     return claim
+
+
+def _outbox_row(message: OutboxMessage) -> tuple[Any, ...]:
+    return (
+        message.message_id,
+        message.endpoint_name,
+        message.inference_id,
+        message.topic,
+        message.body,
+        message.created_at,
+        str(message.state),
+        message.next_attempt_at or message.created_at,
+        message.attempts,
+        message.lease_owner,
+        message.finished_at,
+        message.last_error,
+    )
+
+
+def _to_outbox_message(row: Sequence[Any]) -> OutboxMessage:
+    message = OutboxMessage(*row)
+    message.state = NotificationState(message.state)
+    message.body = bytes(message.body)
+    return message
