@@ -22,7 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from console.conftest import BUCKET, ENDPOINT, FILLED_ROWS, ConsoleSite
+from console.conftest import BUCKET, ENDPOINT, FILLED_ROWS, READER_KEY, ConsoleSite
 
 CHARTS = ("backlog", "invocations", "backlogtime", "latency", "instances")
 
@@ -79,6 +79,24 @@ def test_a_wrong_secret_cannot_sign_in(chromium: Any, console_site: ConsoleSite)
         assert page.evaluate("sessionStorage.length") == 0
         page.goto(console_site.url + "/ui/endpoints")
         page.locator("[data-view=signin]").wait_for()  # still not signed in
+    finally:
+        context.close()
+
+
+def test_a_scoped_key_sees_what_its_policy_allows_and_the_refusals(
+    chromium: Any, console_site: ConsoleSite
+) -> None:
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, console_site, *READER_KEY)  # may read statuses, nothing else
+        page.locator("main", has_text="AccessDeniedException").wait_for()
+        assert "sagemaker:ListEndpoints" in page.locator("main").inner_text()
+        page.goto(f"{console_site.url}/ui/endpoints/{ENDPOINT}/invocations/scripted-ok-0")
+        page.locator("[data-view=request][data-status=Completed]").wait_for()
+        page.goto(f"{console_site.url}/ui/endpoints/{ENDPOINT}/invocations")
+        page.locator("main", has_text="AccessDeniedException").wait_for()
+        assert "sagemaker:ListInferences" in page.locator("main").inner_text()
     finally:
         context.close()
 

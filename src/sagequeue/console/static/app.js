@@ -220,7 +220,7 @@ function handleError(error) {
     h(
       "section",
       { class: "problem" },
-      h("h1", {}, "Something went wrong"),
+      h("h1", {}, error instanceof ApiError && error.accessDenied ? "Not allowed" : "Something went wrong"),
       h("p", {}, error instanceof ApiError ? `${error.code}: ${error.message}` : String(error.message || error)),
       h("p", {}, link(`${ROOT}/endpoints`, "Back to the endpoints")),
     ),
@@ -636,7 +636,14 @@ function endpointView(name) {
       }
       main.querySelector("[data-view=endpoint]").dataset.chartsAt = String(Date.now());
     }
-    await refresh();
+    try {
+      await refresh();
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.authFailure) throw error;
+      // A key without cloudwatch:GetMetricData sees the rest of the page.
+      main.querySelector(".charts").replaceChildren(h("p", { class: "muted", role: "status" }, `Charts not shown: ${error.code}.`));
+      return;
+    }
     context.every(5000, () => refresh().catch(handleBackgroundError));
   };
 }
@@ -775,7 +782,8 @@ function requestView(name, inferenceId) {
     const events = [];
     const modelLines = h("ol", { class: "loglines", id: "request-log" });
     function drawState(inv) {
-      const queued = (inv.StartTime ?? inv.EndTime ?? Date.now() / 1000) - inv.EnqueuedTime;
+      // (A worker's clock may stamp the start a hair before the API stamped the enqueue.)
+      const queued = Math.max(0, (inv.StartTime ?? inv.EndTime ?? Date.now() / 1000) - inv.EnqueuedTime);
       const ran = inv.StartTime && inv.EndTime ? inv.EndTime - inv.StartTime : null;
       summary.replaceChildren(
         definitions([
