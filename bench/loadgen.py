@@ -22,85 +22,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from botocore.auth import S3SigV4QueryAuth, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
-LOOPBACK = "127.0.0.1"
-REGION = "us-east-1"
+from sagequeue.testing.requests import (
+    LOOPBACK,
+    InvocationSpec,
+    Target,
+    presign_get,
+    raw_http,
+    sign_invocation,
+)
 
-
-@dataclass(slots=True, frozen=True)
-class Target:
-    """Where to send requests and with which key pair."""
-
-    port: int
-    access_key: str = "bench"
-    secret_key: str = "bench-secret"
-    host: str = LOOPBACK
-    region: str = REGION
-
-    def __post_init__(self) -> None:
-        if self.host != LOOPBACK:
-            raise ValueError("the load generator only targets 127.0.0.1")
-
-    @property
-    def authority(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(slots=True, frozen=True)
-class InvocationSpec:
-    """What each InvokeEndpointAsync request carries (all requests share it except the
-    InferenceId, which is distinct per request)."""
-
-    endpoint_name: str
-    input_location: str | None = "s3://bench/input.json"
-    body: bytes | None = None
-    content_type: str = "application/json"
-    custom_attributes: str | None = None
-
-
-def sign_invocation(target: Target, spec: InvocationSpec, inference_id: str) -> bytes:
-    """Raw HTTP/1.1 bytes of one InvokeEndpointAsync request signed like boto3 does."""
-    url = f"http://{target.authority}/endpoints/{spec.endpoint_name}/async-invocations"
-    headers = {
-        "Host": target.authority,
-        "X-Amzn-SageMaker-Content-Type": spec.content_type,
-        "X-Amzn-SageMaker-Inference-Id": inference_id,
-    }
-    if spec.input_location is not None:
-        headers["X-Amzn-SageMaker-InputLocation"] = spec.input_location
-    if spec.custom_attributes is not None:
-        headers["X-Amzn-SageMaker-Custom-Attributes"] = spec.custom_attributes
-    body = spec.body or b""
-    if spec.body is not None:
-        headers["Content-Type"] = spec.content_type
-    request = AWSRequest(method="POST", url=url, headers=headers, data=body)
-    SigV4Auth(
-        Credentials(target.access_key, target.secret_key), "sagemaker", target.region
-    ).add_auth(request)
-    return raw_http(request.method, request.url, dict(request.headers.items()), body)
-
-
-def raw_http(method: str, url: str, headers: dict[str, str], body: bytes) -> bytes:
-    """Serialise a request as HTTP/1.1 bytes on a keep-alive connection."""
-    path = url.split("://", 1)[1]
-    path = path[path.index("/") :] if "/" in path else "/"
-    lines = [f"{method} {path} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def presign_get(target: Target, bucket: str, key: str, expires: int = 3600) -> bytes:
-    """Raw bytes of a presigned S3 GetObject (path style) for polling outputs."""
-    url = f"http://{target.authority}/{bucket}/{key}"
-    request = AWSRequest(method="GET", url=url, headers={"Host": target.authority})
-    S3SigV4QueryAuth(
-        Credentials(target.access_key, target.secret_key), "s3", target.region, expires
-    ).add_auth(request)
-    return raw_http("GET", request.url, {"Host": target.authority}, b"")
+__all__ = ["InvocationSpec", "Target", "presign_get", "raw_http", "sign_invocation"]
 
 
 class Replayer(asyncio.Protocol):

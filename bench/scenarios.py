@@ -39,6 +39,7 @@ from bench.servers import (
     rss_kib,
     write_config,
 )
+from sagequeue.testing.requests import header, read_response
 
 MIB = 1024 * 1024
 
@@ -220,26 +221,6 @@ async def _store_enqueue_rate(database: Path, callers: int, seconds: float, limi
 
 
 # ------------------------------------------------------------------------------ dispatch
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lower = head.lower()
-    length = 0
-    at = lower.find(b"\ncontent-length:")
-    if at >= 0:
-        length = int(lower[at + 16 : lower.find(b"\r", at + 16)])
-    body = await reader.readexactly(length) if length else b""
-    return int(head[9:12]), head, body
-
-
-def _header(head: bytes, name: bytes) -> str:
-    lower = head.lower()
-    at = lower.find(b"\n" + name + b":")
-    if at < 0:
-        raise ValueError(f"no {name.decode()} header")
-    start = at + len(name) + 2
-    return head[start : lower.find(b"\r", start)].decode().strip()
-
-
 async def _probe_latency(
     target: Target,
     endpoint: str,
@@ -263,19 +244,19 @@ async def _probe_latency(
         if time.monotonic() > deadline:
             break
         invoke_writer.write(raw)
-        status, head, _ = await _read_response(invoke_reader)
+        status, head, _ = await read_response(invoke_reader)
         accepted_at = time.time()
         if status != 202:
             failures += 1
             continue
         if accepted is not None:
             accepted[inference_id] = accepted_at
-        bucket, key = _header(head, b"x-amzn-sagemaker-outputlocation")[5:].split("/", 1)
+        bucket, key = header(head, b"x-amzn-sagemaker-outputlocation")[5:].split("/", 1)
         get = presign_get(target, bucket, key)
         give_up = time.monotonic() + 10.0
         while time.monotonic() < give_up:
             poll_writer.write(get)
-            status, _, body = await _read_response(poll_reader)
+            status, _, body = await read_response(poll_reader)
             if status == 200:
                 readable_at = time.time()
                 started = json.loads(body)["start"]

@@ -65,6 +65,8 @@ class Settings:
     # are purged this long after they were written, oldest first past the size bound.
     model_log_retention: float = DEFAULT_MODEL_LOG_RETENTION_SECONDS
     model_log_max_bytes: int = DEFAULT_MODEL_LOG_MAX_BYTES
+    # How long an http(s):// model container has to answer GET /ping at start.
+    container_startup_timeout: float = 30.0
     # Hosts that http(s):// model container Images may name (loopback ones are allowed
     # without listing when the server listens on loopback; docs/security.md).
     container_allow_hosts: list[str] = field(default_factory=list)
@@ -152,6 +154,7 @@ _SCALARS: dict[str, Any] = {
     "account_id": str,
     "log_level": str,
     "max_instances": int,
+    "container_startup_timeout": float,
     "worker_timeout": float,
     "max_header_bytes": int,
     "max_header_count": int,
@@ -177,6 +180,7 @@ _POSITIVE = (
     "max_control_body",
     "time_scale",
     "model_log_max_bytes",
+    "container_startup_timeout",
 )
 _RESOURCE_KEYS = ("Models", "EndpointConfigs", "Endpoints")
 

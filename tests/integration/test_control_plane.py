@@ -182,8 +182,10 @@ def test_endpoint_deleted_waiter_returns_after_delete(sagemaker: Any) -> None:
     )
 
 
-def test_endpoint_with_unreachable_container_ends_failed(sagemaker: Any) -> None:
+def test_endpoint_with_unreachable_container_ends_failed(server_factory: Any) -> None:
     """The in_service waiter stops with an error when the endpoint fails."""
+    server = server_factory("--container-startup-timeout", "2")
+    sagemaker = server.client("sagemaker")
     config, endpoint = new_config(sagemaker), unique("e")  # container answers nothing
     sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
     with pytest.raises(WaiterError):
@@ -192,7 +194,7 @@ def test_endpoint_with_unreachable_container_ends_failed(sagemaker: Any) -> None
         )
     described = sagemaker.describe_endpoint(EndpointName=endpoint)
     assert described["EndpointStatus"] == "Failed"
-    assert described["FailureReason"]
+    assert "did not pass GET /ping" in described["FailureReason"]
     sagemaker.delete_endpoint(EndpointName=endpoint)
 
 

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most model log text kept, in bytes; the oldest go first (default 1073741824)",
     )
     parser.add_argument(
+        "--container-startup-timeout",
+        type=float,
+        help="seconds an http(s):// model container has to answer GET /ping at start (default 30)",
+    )
+    parser.add_argument(
         "--container-allow-hosts",
         help="comma-separated hosts that http(s):// model container Images may name "
         "(loopback is allowed by default when listening on loopback)",

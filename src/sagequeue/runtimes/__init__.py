@@ -25,7 +25,9 @@ def select_runtime(
         from sagequeue.runtimes.http_container import HttpContainerRuntime
 
         return HttpContainerRuntime(
-            allow_hosts=settings.container_allow_hosts, server_host=settings.host
+            settings.container_startup_timeout,
+            allow_hosts=settings.container_allow_hosts,
+            server_host=settings.host,
         )
     from sagequeue.runtimes.python_runtime import PythonRuntime
 
