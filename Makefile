@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench examples clean fuzz reliability postgresql redis-server awscli
+.PHONY: run test lint format bench examples clean fuzz reliability postgresql redis-server awscli chromium
 
 # System packages the tests and the benchmarks run (Debian's), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -43,12 +43,17 @@ awscli:
 	@/usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || \
 		{ $(SUDO) apt-get update -q && $(APT_INSTALL) --no-install-recommends awscli; }
 
+# The console's browser tests drive Debian's Chromium with Playwright (no browser download).
+chromium:
+	@test -x /usr/bin/chromium || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) --no-install-recommends chromium; }
+
 # The Celery + Redis reference rows of the benchmarks.
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }
 
-test: $(STAMP) lint postgresql awscli
+test: $(STAMP) lint postgresql awscli chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The hostile-input suite with many random examples (make test runs a few, derandomized).

@@ -98,11 +98,19 @@ class Application:
             await self.worker.start()
         self.ready = True
         if settings.runs_api:
+            scheme = "https" if settings.tls_cert is not None else "http"
             print(
-                f"sagequeue: listening on http://{settings.host}:{settings.port} "
+                f"sagequeue: listening on {scheme}://{settings.host}:{settings.port} "
                 f"(role {settings.role}, data in {settings.data_dir.absolute()})",
                 flush=True,
             )
+            if settings.console_enabled:
+                print(
+                    f"sagequeue: web console at {scheme}://{settings.host}:{settings.port}/ui/",
+                    flush=True,
+                )
+            else:
+                log.warning("%s", console_refusal(settings))
 
     def _wakeup_channel(self) -> WakeupChannel:
         from sagequeue.dispatch.doorbell import DoorbellChannel
@@ -181,6 +189,7 @@ class Application:
             body = msgspec.json.encode({"status": "ok" if app.ready else "starting"})
             return Response(status, [("content-type", "application/json")], body)
 
+        from sagequeue.frontdoor.console import ConsoleFiles
         from sagequeue.frontdoor.prometheus import PrometheusEndpoint
 
         settings = self.settings
@@ -214,9 +223,25 @@ class Application:
             metrics=PrometheusEndpoint(
                 lambda: app.store, verifier, policies, settings.metrics_token
             ),
+            console=ConsoleFiles(
+                enabled=settings.console_enabled,
+                region=settings.region,
+                refusal=console_refusal(settings),
+            ),
             on_startup=[self.start],
             on_shutdown=[self.stop],
         )
+
+
+def console_refusal(settings: Settings) -> str:
+    """Why the web console is off (empty when it is on)."""
+    if settings.console_enabled:
+        return ""
+    return (
+        f"the web console (/ui) is off: the server listens on {settings.host}, not only "
+        "on loopback, without TLS; give --tls-cert and --tls-key, or --insecure-ui to "
+        "serve it over plain HTTP"
+    )
 
 
 def _announce(app: Application) -> None:
@@ -269,6 +294,8 @@ def run_server(
         log_config=None,
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=30,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert is not None else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key is not None else None,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it caught once it has shut down; a graceful stop

@@ -98,6 +98,11 @@ class Settings:
     failure_write_timeout: float = DEFAULT_FAILURE_WRITE_TIMEOUT_SECONDS
     # GET /metrics from anywhere but loopback needs this bearer token (or a signature).
     metrics_token: str | None = None
+    # TLS for the whole listener (PEM files); the web console at /ui needs it, or
+    # ``insecure_ui``, when the server listens on anything but loopback.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_ui: bool = False
     # CloudWatch and Application Auto Scaling time runs this many times faster than real
     # time (periods, alarm evaluation, cooldowns): for tests and demos, 1 in production.
     time_scale: float = 1.0
@@ -126,6 +131,15 @@ class Settings:
     @property
     def credentials_path(self) -> Path:
         return self.credentials_file or self.data_dir / "credentials"
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return host_is_loopback(self.host)
+
+    @property
+    def console_enabled(self) -> bool:
+        """The web console is served on loopback, over TLS, or when asked for in clear."""
+        return self.listens_on_loopback or self.tls_cert is not None or self.insecure_ui
 
     @property
     def runs_api(self) -> bool:
@@ -163,6 +177,8 @@ _SCALARS: dict[str, Any] = {
     "max_model_response_bytes": int,
     "failure_write_timeout": float,
     "metrics_token": str,
+    "tls_cert": Path,
+    "tls_key": Path,
     "time_scale": float,
     "model_log_max_bytes": int,
 }
@@ -253,6 +269,15 @@ def load_settings(
     model_log_retention = _first_given(flags, environ, file_values, "model_log_retention")
     if model_log_retention is not None:
         settings.model_log_retention = parse_duration(model_log_retention, "model_log_retention")
+    insecure_ui = _first_given(flags, environ, file_values, "insecure_ui")
+    if insecure_ui is not None:
+        settings.insecure_ui = parse_bool(insecure_ui, "insecure_ui")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("tls-cert and tls-key go together: give both or neither")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name.replace('_', '-')}: {path} is not a readable file")
     if settings.max_instances is not None and settings.max_instances < 0:
         raise ConfigError(f"max-instances must be 0 or more, not {settings.max_instances}")
     if not 1 <= settings.time_scale <= 3600:
@@ -327,6 +352,31 @@ def _name_list(
     if isinstance(value, list):
         return [str(item).strip() for item in value if str(item).strip()]
     raise ConfigError(f"{name.replace('_', '-')}: expected a comma-separated list, not {value!r}")
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """A switch from a flag (True), a variable or the file: true/false, yes/no, 1/0, on/off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name.replace('_', '-')}: expected true or false, not {value!r}")
+
+
+def host_is_loopback(host: str) -> bool:
+    """Whether a listen address is the loopback interface only (127.0.0.0/8, ::1,
+    localhost); 0.0.0.0, :: and every other address are not."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_duration(value: Any, name: str) -> float:

@@ -130,6 +130,20 @@ class QueueStore(Protocol):
     async def get(self, endpoint_name: str, inference_id: str) -> Invocation | None:
         """The newest invocation of an endpoint with this InferenceId."""
 
+    async def list_invocations(
+        self,
+        endpoint_name: str,
+        *,
+        status: InvocationStatus | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[Invocation]:
+        """Up to ``limit`` invocations of an endpoint, newest first (``seq`` descending):
+        only those in ``status`` when given, only those with ``seq < before_seq`` when
+        given (keyset pagination: the last seq of a page asks for the next). Indexed, so a
+        page costs O(limit log n) whatever the number of rows. ``inline_body`` is not
+        read (None): a listing never carries request bodies."""
+
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         """How many invocations are in each status (for metrics / status UI)."""
 

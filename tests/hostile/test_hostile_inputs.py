@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from botocore.auth import S3SigV4Auth, SigV4Auth
@@ -175,6 +175,22 @@ def test_runtime_requests_never_get_a_server_error(
     else:
         status = send_signed(server, "POST", path, service="sagemaker", headers=headers, body=body)
     assert_not_a_server_error(status)
+
+
+@given(
+    endpoint=st.one_of(st.just("no-such-endpoint"), header_text),
+    query=st.dictionaries(
+        st.sampled_from(["StatusEquals", "MaxResults", "NextToken"]),
+        st.one_of(header_text, numberish, st.just("c2VxOjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5")),
+        max_size=3,
+    ),
+)
+def test_invocation_listings_never_get_a_server_error(
+    server: ServerProcess, baseline_rss: int, endpoint: str, query: dict[str, str]
+) -> None:
+    path = f"/endpoints/{quote(endpoint, safe='')}/async-invocations"
+    target = path + ("?" + urlencode(query) if query else "")
+    assert_not_a_server_error(send_signed(server, "GET", target, service="sagemaker"))
 
 
 json_values = st.recursive(

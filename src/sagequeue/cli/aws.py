@@ -145,6 +145,7 @@ def build_invoke_parser(parameters: list[CliParameter]) -> argparse.ArgumentPars
     parser.add_argument("--wait", action="store_true", help="wait for the result (sagequeue)")
     parser.add_argument("--timeout", type=float, help="with --wait: give up after S seconds")
     parser.add_argument("--output-file", help="with --wait: write the result here")
+    parser.add_argument("--upload", help="upload this file to --input-location first (sagequeue)")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -432,6 +433,10 @@ def run_invoke(argv: list[str]) -> int:
     if missing:
         raise UsageError("the following arguments are required: " + ", ".join(missing))
     client = context.create_client(SERVICE)
+    if args.upload is not None and args.generate_cli_skeleton != "output":
+        from sagequeue.cli.upload import upload_input
+
+        upload_input(context, args.upload, call.get("InputLocation"))
     if args.generate_cli_skeleton == "output":
         # Validate the inputs through botocore and answer from a stub: nothing is sent.
         with Stubber(client) as stubber:
@@ -515,6 +520,8 @@ def invoke_help(parameters: list[CliParameter]) -> str:
         "  --cli-input-json | --cli-input-yaml <string>",
         "  --generate-cli-skeleton [input | yaml-input | output]",
         "  --wait [--timeout S] [--output-file F]   wait for the result (sagequeue extension)",
+        "  --upload FILE   upload FILE to --input-location first, with progress on a terminal",
+        "                  (sagequeue extension)",
         "",
         "global options: --debug --endpoint-url --no-verify-ssl --no-paginate --output --query",
         "  --profile --region --version --color --no-sign-request --ca-bundle",
@@ -539,10 +546,15 @@ Waits for an async inference to end, shows progress on a terminal, then writes t
 
 
 def main(command: str, argv: list[str]) -> int:
-    """Run ``invoke-endpoint-async`` or ``wait``; return the AWS CLI v2 exit code."""
+    """Run ``invoke-endpoint-async``, ``wait``, ``status`` or ``top``; return the AWS CLI v2
+    exit code."""
     try:
         if command == "wait":
             return run_wait(argv)
+        if command in ("status", "top"):
+            from sagequeue.cli.status import main as status_main
+
+            return status_main(command, argv)
         return run_invoke(argv)
     except UsageError as exc:
         sys.stderr.write(f"\n{USAGE}sagequeue: error: {exc}\n")

@@ -10,6 +10,8 @@ commands:
   serve                    run the server (front door, queue, model instances)
   invoke-endpoint-async    the AWS CLI's sagemaker-runtime invoke-endpoint-async
   wait                     wait for an async inference to finish and fetch its result
+  status                   a table of the endpoints: status, instances, backlog, rates, latencies
+  top                      the same table, refreshed until Ctrl-C
 
 `sagequeue <command> --help` describes a command's options.
 """
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         from sagequeue.cli.serve import main as serve_main
 
         return serve_main(rest)
-    if command in ("invoke-endpoint-async", "wait"):
+    if command in ("invoke-endpoint-async", "wait", "status", "top"):
         from sagequeue.cli.aws import main as aws_main
 
         return aws_main(command, rest)

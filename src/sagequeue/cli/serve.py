@@ -98,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run CloudWatch and Application Auto Scaling time this many times faster "
         "(periods, alarm evaluation, cooldowns) for tests and demos (default 1)",
     )
+    tls = parser.add_argument_group("TLS and the web console (see docs/console.md)")
+    tls.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with")
+    tls.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    tls.add_argument(
+        "--insecure-ui",
+        action="store_true",
+        default=None,
+        help="serve the web console at /ui over plain HTTP on a non-loopback address "
+        "(without it, the console needs --tls-cert / --tls-key there)",
+    )
     notify = parser.add_argument_group("notifications (see docs/notifications.md)")
     notify.add_argument(
         "--sns-endpoint-url",

@@ -231,6 +231,23 @@ METRICS: dict[str, MetricDef] = _defs(
         False,
         "1 when requests are queued and no instance runs, else 0.",
     ),
+    # sagequeue's own (SageMaker publishes no instance counts): DescribeEndpoint's
+    # CurrentInstanceCount and DesiredInstanceCount summed over the variants, sampled with
+    # the backlog, so that scaling has a history (the console's instance chart).
+    MetricDef(
+        "CurrentInstanceCount",
+        Unit.COUNT,
+        Kind.GAUGE,
+        False,
+        "Model instances running for the endpoint (all variants).",
+    ),
+    MetricDef(
+        "DesiredInstanceCount",
+        Unit.COUNT,
+        Kind.GAUGE,
+        False,
+        "Model instances the endpoint's variants ask for (all variants).",
+    ),
 )
 
 
@@ -442,6 +459,7 @@ class Backlog:
     in_progress: int
     running_instances: int
     oldest_queued_at: float | None  # epoch seconds
+    desired_instances: int = 0
 
     @property
     def size(self) -> int:
@@ -455,4 +473,6 @@ class Backlog:
             "ApproximateBacklogSizePerInstance": size / max(self.running_instances, 1),
             "ApproximateAgeOfOldestRequest": age,
             "HasBacklogWithoutCapacity": 1.0 if size > 0 and self.running_instances == 0 else 0.0,
+            "CurrentInstanceCount": float(self.running_instances),
+            "DesiredInstanceCount": float(self.desired_instances),
         }

@@ -68,6 +68,7 @@ class FrontDoor:
         policies: dict[str, KeyPolicy] | None = None,
         ops: dict[str, OpsHandler] | None = None,
         metrics: OpsHandler | None = None,
+        console: OpsHandler | None = None,
         on_startup: list[LifespanHook] | None = None,
         on_shutdown: list[LifespanHook] | None = None,
     ) -> None:
@@ -79,6 +80,9 @@ class FrontDoor:
         self.services = services or {}
         # GET /metrics (Prometheus); it authenticates requests itself.
         self.metrics = metrics
+        # GET /ui and below: the web console's page and files (unsigned; the page signs
+        # its API calls itself).
+        self.console = console
         # Access key id -> its policy; keys without one may do everything.
         self.policies = policies or {}
         self.ops = ops or {}
@@ -147,6 +151,11 @@ class FrontDoor:
         try:
             if request.path == "/metrics" and self.metrics is not None:
                 return await self.metrics(request)
+            if self.console is not None and (
+                request.path == "/ui" or request.path.startswith("/ui/")
+            ):
+                # No bucket can be named "ui" (S3 names have 3 characters or more).
+                return await self.console(request)
             if method == "OPTIONS" and "authorization" not in headers:
                 # A browser's CORS preflight is never signed (its URL may be a presigned
                 # one): the S3 API answers it from the bucket's CORS rules.

@@ -61,6 +61,8 @@ NAMES = {
     "ApproximateBacklogSizePerInstance": "approximate_backlog_size_per_instance",
     "ApproximateAgeOfOldestRequest": "approximate_age_of_oldest_request_seconds",
     "HasBacklogWithoutCapacity": "has_backlog_without_capacity",
+    "CurrentInstanceCount": "current_instance_count",
+    "DesiredInstanceCount": "desired_instance_count",
 }
 SCOPED_KEY_ACTION = "cloudwatch:GetMetricData"
 

@@ -1,6 +1,8 @@
-"""The SageMaker runtime API (rest-json): InvokeEndpointAsync, and the status extension
+"""The SageMaker runtime API (rest-json): InvokeEndpointAsync, the status extension
 ``GET /endpoints/{EndpointName}/async-invocations/{InferenceId}`` (DESIGN.md) with its push
-feed ``.../{InferenceId}/events`` (server-sent events, ``frontdoor/feed.py``).
+feed ``.../{InferenceId}/events`` (server-sent events, ``frontdoor/feed.py``), and the
+listing extension ``GET /endpoints/{EndpointName}/async-invocations`` (an endpoint's
+invocations newest first, by status, in pages; docs/api.md).
 
 This is the ingest hot path: header parsing, validation, one endpoint lookup (cached
 for a fraction of a second) and one durable enqueue per request; JSON by msgspec.
@@ -9,6 +11,7 @@ for a fraction of a second) and one durable enqueue per request; JSON by msgspec
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import time
 from collections.abc import Callable
@@ -31,10 +34,18 @@ from sagequeue.domain.resources import (
     choose_variant,
     resource_arn,
 )
+from sagequeue.domain.validation import wire_int
 from sagequeue.frontdoor.errors import WireProtocol
 from sagequeue.frontdoor.feed import invocation_events
 from sagequeue.frontdoor.http import Request, Response
-from sagequeue.ports import ChangeNotices, Invocation, MetadataStore, QueueStore, ResourceKind
+from sagequeue.ports import (
+    ChangeNotices,
+    Invocation,
+    InvocationStatus,
+    MetadataStore,
+    QueueStore,
+    ResourceKind,
+)
 
 if TYPE_CHECKING:
     from sagequeue.monitoring.recorder import MetricsSink
@@ -50,6 +61,11 @@ _EVENTS_SUFFIX = "/events"
 # server's own extension, so its action is too (docs/security.md).
 INVOKE_ACTION = "sagemaker:InvokeEndpointAsync"
 STATUS_ACTION = "sagemaker:DescribeInferenceStatus"
+LIST_ACTION = "sagemaker:ListInferences"
+# Listing pages: MaxResults' bounds and default.
+MAX_LIST_RESULTS = 100
+DEFAULT_LIST_RESULTS = 50
+_STATUS_VALUES = ", ".join(status.value for status in InvocationStatus)
 
 
 class RuntimeStore(QueueStore, MetadataStore, Protocol):
@@ -65,6 +81,7 @@ class InvocationNotFound(ServiceError):
 
 
 class _StatusBody(msgspec.Struct, omit_defaults=True):
+    # Also each item of a listing page.
     InferenceId: str
     Status: str
     OutputLocation: str
@@ -74,9 +91,16 @@ class _StatusBody(msgspec.Struct, omit_defaults=True):
     # The production variant chosen (by weight) when the request was accepted: the one
     # that runs it (InvokeEndpoint's X-Amzn-Invoked-Production-Variant).
     InvokedProductionVariant: str | None = None
+    # The request's InputLocation (absent for an inline Body).
+    InputLocation: str | None = None
     FailureReason: str | None = None
     StartTime: float | None = None
     EndTime: float | None = None
+
+
+class _ListBody(msgspec.Struct, omit_defaults=True):
+    Invocations: list[_StatusBody]
+    NextToken: str | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -142,6 +166,10 @@ class RuntimeApi:
             if feed:
                 return await self._events(request, name, inference_id)
             return await self._status(request, name, inference_id)
+        if name is not None and inference_id is None and request.method == "GET":
+            if request.access is not None:
+                request.authorize(LIST_ACTION, self._endpoint_arn(name))
+            return await self._list(request, name)
         raise UnknownOperation(f"No operation matches {request.method} {request.path}.", status=404)
 
     def _endpoint_arn(self, name: str) -> str:
@@ -267,6 +295,35 @@ class RuntimeApi:
             status_json(invocation),
         )
 
+    # ------------------------------------------------------------------ listing extension
+
+    async def _list(self, request: Request, endpoint_name: str) -> Response:
+        """One page of an endpoint's invocations, newest first (``StatusEquals``,
+        ``MaxResults``, ``NextToken`` as in SageMaker's List* calls)."""
+        query = request.query
+        status = _status_filter(query.get("StatusEquals"))
+        limit = _max_results(query.get("MaxResults"))
+        before = _decode_list_token(query.get("NextToken"))
+        store = self._get_store()
+        resource = await store.get_resource(ResourceKind.ENDPOINT, endpoint_name)
+        if resource is None:
+            raise ValidationError(
+                f"Endpoint {endpoint_name} of account {self._settings.account_id} not found."
+            )
+        name = str(resource.doc.get("EndpointName", endpoint_name))
+        # One more than the page tells whether another page follows.
+        rows = await store.list_invocations(name, status=status, before_seq=before, limit=limit + 1)
+        page = rows[:limit]
+        next_token = None
+        if len(rows) > limit and page[-1].seq is not None:
+            next_token = _encode_list_token(page[-1].seq)
+        body = _ListBody(Invocations=[_status_body(inv) for inv in page], NextToken=next_token)
+        return Response(
+            200,
+            [("content-type", "application/json"), ("x-amzn-requestid", request.request_id)],
+            _encode(body),
+        )
+
     async def _events(self, request: Request, endpoint_name: str, inference_id: str) -> Response:
         store = self._get_store()
         invocation = await store.get(endpoint_name, inference_id)
@@ -295,20 +352,82 @@ class RuntimeApi:
 
 def status_json(invocation: Invocation) -> bytes:
     """The status call's JSON for an invocation (also each event of its feed)."""
-    return _encode(
-        _StatusBody(
-            InferenceId=invocation.inference_id,
-            Status=str(invocation.status),
-            OutputLocation=invocation.output_location,
-            FailureLocation=invocation.failure_location,
-            EnqueuedTime=invocation.enqueued_at,
-            Attempts=invocation.attempts,
-            InvokedProductionVariant=invocation.variant_name or None,
-            FailureReason=invocation.failure_reason,
-            StartTime=invocation.started_at,
-            EndTime=invocation.finished_at,
-        )
+    return _encode(_status_body(invocation))
+
+
+def _status_body(invocation: Invocation) -> _StatusBody:
+    return _StatusBody(
+        InferenceId=invocation.inference_id,
+        Status=str(invocation.status),
+        OutputLocation=invocation.output_location,
+        FailureLocation=invocation.failure_location,
+        EnqueuedTime=invocation.enqueued_at,
+        Attempts=invocation.attempts,
+        InvokedProductionVariant=invocation.variant_name or None,
+        InputLocation=invocation.input_location,
+        FailureReason=invocation.failure_reason,
+        StartTime=invocation.started_at,
+        EndTime=invocation.finished_at,
     )
+
+
+def _status_filter(value: str | None) -> InvocationStatus | None:
+    if value is None or value == "":
+        return None
+    try:
+        return InvocationStatus(value)
+    except ValueError:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'statusEquals' failed to "
+            f"satisfy constraint: Member must satisfy enum value set: [{_STATUS_VALUES}]"
+        ) from None
+
+
+def _max_results(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIST_RESULTS
+    try:
+        number = wire_int(value, signed=True)
+    except ValueError:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'maxResults' failed to "
+            "satisfy constraint: Member must be a number"
+        ) from None
+    if not 1 <= number <= MAX_LIST_RESULTS:
+        bound = (
+            "greater than or equal to 1"
+            if number < 1
+            else f"less than or equal to {MAX_LIST_RESULTS}"
+        )
+        raise ValidationError(
+            f"1 validation error detected: Value '{number}' at 'maxResults' failed to "
+            f"satisfy constraint: Member must have value {bound}"
+        )
+    return number
+
+
+_TOKEN_PREFIX = "seq:"
+
+
+def _encode_list_token(seq: int) -> str:
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + str(seq)).encode()).decode()
+
+
+def _decode_list_token(token: str | None) -> int | None:
+    """The seq a page continues below; ValidationError for a token this server did not
+    make."""
+    if token is None or token == "":
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+        digits = text[len(_TOKEN_PREFIX) :]
+        if text.startswith(_TOKEN_PREFIX) and digits.isdigit() and len(digits) <= 19:
+            seq = int(digits)
+            if 0 < seq < 2**63:  # a store's 64-bit sequence
+                return seq
+    except (ValueError, UnicodeError):
+        pass
+    raise ValidationError("Invalid pagination token: NextToken is not one this call returned.")
 
 
 def s3_object_arn(location: str) -> str | None:

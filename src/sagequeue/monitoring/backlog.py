@@ -58,5 +58,9 @@ async def endpoint_backlogs(store: BacklogStore) -> dict[str, Backlog]:
             in_progress=counts.get(InvocationStatus.IN_PROGRESS.value, 0),
             running_instances=sum(running.values()),
             oldest_queued_at=oldest,
+            desired_instances=sum(
+                int(variant.get("DesiredInstanceCount", 0))
+                for variant in doc.get("ProductionVariants") or []
+            ),
         )
     return backlogs

@@ -176,6 +176,26 @@ class MemoryStore(MemoryLogs):
                 newest = inv
         return dataclasses.replace(newest) if newest is not None else None
 
+    async def list_invocations(
+        self,
+        endpoint_name: str,
+        *,
+        status: InvocationStatus | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[Invocation]:
+        page: list[Invocation] = []
+        for inv in reversed(self._invocations.values()):  # newest first
+            if len(page) >= limit:
+                break
+            if (
+                inv.endpoint_name == endpoint_name
+                and (status is None or inv.status is status)
+                and (before_seq is None or (inv.seq or 0) < before_seq)
+            ):
+                page.append(dataclasses.replace(inv, inline_body=None))
+        return page
+
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         counts = {status.value: 0 for status in InvocationStatus}
         for inv in self._invocations.values():

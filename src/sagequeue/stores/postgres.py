@@ -45,7 +45,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -373,6 +373,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         FOR EACH STATEMENT EXECUTE FUNCTION sagequeue_invocations_changed()
         """,
     ),
+    (
+        # Listing an endpoint's invocations newest first, by status (the console): a page
+        # is one backward range read per status, whatever the number of rows.
+        "CREATE INDEX invocations_by_status ON invocations (endpoint_name, status, seq)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -455,6 +460,25 @@ _GET: Final = f"""
     SELECT {_COLUMNS} FROM invocations
     WHERE endpoint_name = %s AND inference_id = %s ORDER BY seq DESC LIMIT 1
 """
+# A listing reads no request bodies (up to 128,000 bytes each).
+_LIST_COLUMNS: Final = _COLUMNS.replace("inline_body", "NULL::bytea")
+_LIST_BY_STATUS: Final = f"""
+    SELECT {_LIST_COLUMNS} FROM invocations
+    WHERE endpoint_name = %s AND status = %s AND seq < %s ORDER BY seq DESC LIMIT %s
+"""
+# Every status: the newest seqs of each (one index range read per status), merged and
+# cut to the page, whose rows are then read by seq.
+_LIST_SEQS: Final = " UNION ALL ".join(
+    f"""(SELECT seq FROM invocations
+        WHERE endpoint_name = %(endpoint)s AND status = '{status.value}' AND seq < %(before)s
+        ORDER BY seq DESC LIMIT %(limit)s)"""
+    for status in InvocationStatus
+)
+_LIST_BY_SEQS: Final = f"""
+    SELECT {_LIST_COLUMNS} FROM invocations
+    WHERE seq = ANY(ARRAY(SELECT seq FROM ({_LIST_SEQS}) AS s ORDER BY seq DESC LIMIT %(limit)s))
+"""
+_NO_SEQ_LIMIT: Final = 2**63 - 1
 _REQUEUE_OWNED: Final = """
     UPDATE invocations
     SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
@@ -743,7 +767,9 @@ class PostgresStore(PostgresLogs):
     async def _rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         return (await self._execute(sql, params)).rowcount
 
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _fetchall(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[Any]:
         async with self._connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
@@ -938,6 +964,27 @@ class PostgresStore(PostgresLogs):
     async def get(self, endpoint_name: str, inference_id: str) -> Invocation | None:
         rows = await self._fetchall(_GET, (endpoint_name, inference_id))
         return _to_invocation(rows[0]) if rows else None
+
+    async def list_invocations(
+        self,
+        endpoint_name: str,
+        *,
+        status: InvocationStatus | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[Invocation]:
+        if limit <= 0:
+            return []
+        before = _NO_SEQ_LIMIT if before_seq is None else before_seq
+        if status is not None:
+            rows = await self._fetchall(
+                _LIST_BY_STATUS, (endpoint_name, str(status), before, limit)
+            )
+        else:
+            params = {"endpoint": endpoint_name, "before": before, "limit": limit}
+            rows = await self._fetchall(_LIST_BY_SEQS, params)
+            rows.sort(key=lambda row: row[_SEQ_INDEX], reverse=True)
+        return [_to_invocation(row) for row in rows]
 
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         if endpoint_name is None:

@@ -288,6 +288,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    (
+        # Listing an endpoint's invocations newest first, by status (the console): each
+        # status's entries end with the rowid (seq), so a page is one range read per
+        # status, whatever the number of rows.
+        "CREATE INDEX invocations_by_status ON invocations (endpoint_name, status)",
+    ),
 )
 
 _INSERT_INVOCATION: Final = f"""
@@ -386,6 +392,23 @@ _GET: Final = f"""
     SELECT {_COLUMNS} FROM invocations
     WHERE endpoint_name = ? AND inference_id = ? ORDER BY seq DESC LIMIT 1
 """
+# A listing reads no request bodies (up to 128,000 bytes each).
+_LIST_COLUMNS: Final = _COLUMNS.replace("inline_body", "NULL")
+_LIST_BY_STATUS: Final = f"""
+    SELECT {_LIST_COLUMNS} FROM invocations
+    WHERE endpoint_name = ? AND status = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+"""
+# Every status: the newest seqs of each (one index range read per status, from the
+# index alone), merged by the caller, whose page is then read by seq.
+_LIST_SEQS: Final = " UNION ALL ".join(
+    f"""SELECT seq FROM (
+        SELECT seq FROM invocations
+        WHERE endpoint_name = ? AND status = '{status.value}' AND seq < ?
+        ORDER BY seq DESC LIMIT ?
+    )"""
+    for status in InvocationStatus
+)
+_NO_SEQ_LIMIT: Final = 2**63 - 1
 _REQUEUE_OWNED: Final = """
     UPDATE invocations
     SET status = 'Queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
@@ -845,6 +868,35 @@ class SqliteStore(SqliteLogs):
             lambda conn: conn.execute(_GET, (endpoint_name, inference_id)).fetchone()
         )
         return _to_invocation(row) if row is not None else None
+
+    async def list_invocations(
+        self,
+        endpoint_name: str,
+        *,
+        status: InvocationStatus | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[Invocation]:
+        if limit <= 0:
+            return []
+        before = _NO_SEQ_LIMIT if before_seq is None else before_seq
+
+        def page(conn: sqlite3.Connection) -> list[Any]:
+            if status is not None:
+                params = (endpoint_name, str(status), before, limit)
+                return conn.execute(_LIST_BY_STATUS, params).fetchall()
+            params_all = (endpoint_name, before, limit) * len(InvocationStatus)
+            seqs = sorted((row[0] for row in conn.execute(_LIST_SEQS, params_all)), reverse=True)
+            seqs = seqs[:limit]
+            if not seqs:
+                return []
+            marks = ", ".join("?" * len(seqs))
+            sql = f"SELECT {_LIST_COLUMNS} FROM invocations WHERE seq IN ({marks})"
+            return conn.execute(sql, seqs).fetchall()
+
+        rows = await self._read(page)
+        rows.sort(key=lambda row: row[_SEQ_INDEX], reverse=True)
+        return [_to_invocation(row) for row in rows]
 
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         def count(conn: sqlite3.Connection) -> list[tuple[str, int]]:
