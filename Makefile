@@ -53,8 +53,13 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }
 
+# Two test processes (one per core on CI's two): most of a test's time is spent waiting
+# for the servers it starts. Each process gets whole test files (their module-scoped
+# servers) and its own PostgreSQL and moto servers.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint postgresql awscli chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # The hostile-input suite with many random examples (make test runs a few, derandomized).
 fuzz: $(STAMP)

@@ -44,6 +44,20 @@ def aws_cli_v2() -> str:
     pytest.skip("no AWS CLI v2 (apt-get install awscli, or set SAGEQUEUE_AWS_CLI_V2)")
 
 
+def cli_v2_env(server) -> dict[str, str]:
+    """Only what the AWS CLI v2 needs: it runs Debian's Python, which must not see this
+    test process's Python settings or any other AWS CLI's data path."""
+    aws = {k: v for k, v in server.aws_env().items() if k.startswith("AWS_")}
+    aws.pop("AWS_DATA_PATH", None)
+    return {
+        **aws,
+        "PATH": os.defpath,
+        "HOME": str(server.data_dir),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",  # `tail --follow` prints as it polls, into a pipe
+    }
+
+
 @pytest.fixture(scope="module")
 def endpoint(shared_server) -> str:
     deploy(shared_server, ENDPOINT, concurrency=2)
@@ -89,7 +103,7 @@ def test_aws_logs_tail_shows_a_models_print_and_sagequeues_lines(
 
     tailed = subprocess.run(
         [aws_cli_v2(), "--endpoint-url", shared_server.url, "logs", "tail", GROUP],
-        env=shared_server.aws_env(),
+        env=cli_v2_env(shared_server),
         capture_output=True,
         text=True,
         timeout=60,
@@ -122,7 +136,7 @@ def test_aws_logs_tail_follow_shows_lines_as_they_come(shared_server, endpoint: 
             "--format",
             "short",
         ],
-        env=shared_server.aws_env(),
+        env=cli_v2_env(shared_server),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
