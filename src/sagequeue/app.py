@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -16,6 +16,17 @@ from sagequeue.frontdoor.asgi import FrontDoor
 from sagequeue.frontdoor.http import Request, Response
 from sagequeue.frontdoor.sigv4 import SigV4Verifier
 from sagequeue.ports import WakeupChannel
+
+if TYPE_CHECKING:
+    from sagequeue.autoscaling.operations import ApplicationAutoScaling
+    from sagequeue.dispatch.worker import Worker
+    from sagequeue.frontdoor.control import ControlPlane
+    from sagequeue.monitoring.cloudwatch import CloudWatch
+    from sagequeue.stores.objects import ObjectBackend
+    from sagequeue.stores.postgres import PostgresStore
+    from sagequeue.stores.sqlite import SqliteStore
+
+    Store = SqliteStore | PostgresStore
 
 log = logging.getLogger("sagequeue")
 
@@ -26,12 +37,13 @@ class Application:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ready = False
-        self.store = None
-        self.objects = None
-        self.worker = None
-        self.control = None
-        self.cloudwatch = None
-        self.autoscaling = None
+        # Opened by start(), which runs before the server takes any request.
+        self.store: Store | None = None
+        self.objects: ObjectBackend | None = None
+        self.worker: Worker | None = None
+        self.control: ControlPlane | None = None
+        self.cloudwatch: CloudWatch | None = None
+        self.autoscaling: ApplicationAutoScaling | None = None
         self.wakeups: WakeupChannel | None = None
         self.change_notices: Any = None  # PostgresChangeNotices on PostgreSQL
         self.keys, self.generated_keys = load_access_keys(settings)
@@ -51,24 +63,24 @@ class Application:
 
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await open_store(settings.database_url)
-        self.objects = await open_object_store(settings)
+        self.store = store = await open_store(settings.database_url)
+        self.objects = objects = await open_object_store(settings)
         self._warn_if_objects_are_local_to_this_host()
         self.wakeups = self._wakeup_channel()
         if settings.runs_api:
             from sagequeue.stores import open_change_notices
 
             # Event feeds wait on the store's change notices where it sends them.
-            self.change_notices = open_change_notices(self.store)
+            self.change_notices = open_change_notices(store)
             if self.change_notices is not None:
                 await self.change_notices.start()
-            self.api_metrics.store = self.store
+            self.api_metrics.store = store
             self.api_metrics.start()
-            self.control = ControlPlane(self.store, settings)
+            self.control = control = ControlPlane(store, settings)
             from sagequeue.monitoring.cloudwatch import CloudWatch
 
-            self.cloudwatch = CloudWatch(
-                self.store,
+            self.cloudwatch = cloudwatch = CloudWatch(
+                store,
                 region=settings.region,
                 account_id=settings.account_id,
                 metric_clock=self.metric_clock,
@@ -76,26 +88,26 @@ class Application:
             from sagequeue.autoscaling.operations import ApplicationAutoScaling
 
             self.autoscaling = ApplicationAutoScaling(
-                self.store,
-                self.cloudwatch,
+                store,
+                cloudwatch,
                 region=settings.region,
                 account_id=settings.account_id,
             )
-            await self._seed_buckets()
-            await self.control.apply_declarations(settings.resources)
+            await self._seed_buckets(objects)
+            await control.apply_declarations(settings.resources)
         if settings.runs_worker:
             from sagequeue.dispatch.outbox import DELIVERY_CONCURRENCY
             from sagequeue.dispatch.worker import Worker
             from sagequeue.notifiers import TopicNotifier
 
-            self.worker = Worker(
-                self.store,
-                self.objects,
+            self.worker = worker = Worker(
+                store,
+                objects,
                 settings,
                 wakeups=self.wakeups,
                 notifier=TopicNotifier(settings, max_concurrency=DELIVERY_CONCURRENCY),
             )
-            await self.worker.start()
+            await worker.start()
         self.ready = True
         if settings.runs_api:
             scheme = "https" if settings.tls_cert is not None else "http"
@@ -120,6 +132,11 @@ class Application:
         # dir are woken by datagram.
         return open_wakeups(self.settings, self.store) or DoorbellChannel(self.settings.data_dir)
 
+    def _store(self) -> Store:
+        """The queue + metadata store; requests are served only once start() opened it."""
+        assert self.store is not None, "served before the application started"
+        return self.store
+
     def _warn_if_objects_are_local_to_this_host(self) -> None:
         settings = self.settings
         shared_database = not settings.database_url.startswith("sqlite:")
@@ -134,7 +151,7 @@ class Application:
     async def _running(self, endpoint_name: str) -> dict[str, int]:
         from sagequeue.monitoring.backlog import running_instances
 
-        return await running_instances(self.store, endpoint_name)
+        return await running_instances(self._store(), endpoint_name)
 
     async def stop(self) -> None:
         self.ready = False
@@ -153,20 +170,20 @@ class Application:
         if self.store is not None:
             await self.store.close()
 
-    async def _seed_buckets(self) -> None:
+    async def _seed_buckets(self, objects: ObjectBackend) -> None:
         """Create the config file's buckets and upload its files when they changed."""
         from sagequeue.stores.objects import upload_file_if_changed
 
         for bucket in self.settings.buckets:
             name = bucket["Name"]
-            await self.objects.ensure_bucket(name)
+            await objects.ensure_bucket(name)
             for key, file_name in (bucket.get("Objects") or {}).items():
                 path = Path(file_name)
                 if not path.is_absolute():
                     path = self.settings.config_dir / path
                 if not path.exists():
                     raise ConfigError(f"Buckets: {name}/{key}: file {path} does not exist")
-                await upload_file_if_changed(self.objects, name, key, path)
+                await upload_file_if_changed(objects, name, key, path)
 
     def on_enqueued(self, endpoint_name: str) -> None:
         if self.worker is not None:
@@ -198,7 +215,7 @@ class Application:
         return FrontDoor(
             verifier,
             runtime=RuntimeApi(
-                lambda: app.store,
+                app._store,
                 settings,
                 self.on_enqueued,
                 metrics=self.api_metrics,
@@ -292,7 +309,8 @@ def run_server(
         log_level=settings.log_level,
         # Records go through the root handlers (and their redacting filter).
         log_config=None,
-        timeout_keep_alive=settings.keep_alive_timeout,
+        # uvicorn declares an int but takes any number of seconds.
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=30,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert is not None else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key is not None else None,

@@ -163,14 +163,14 @@ def apply_weights_and_capacities(
                 f"Either DesiredWeight or DesiredInstanceCount must be specified for the "
                 f'variant "{entry["VariantName"]}".'
             )
-    by_name = {str(entry["VariantName"]): entry for entry in desired}
+    by_name: dict[str, dict[str, Any]] = {str(e["VariantName"]): e for e in desired}
     updated = []
-    for variant in variants:
-        variant = dict(variant)
-        entry = by_name.get(str(variant["VariantName"]))
-        if entry is not None:
-            if entry.get("DesiredWeight") is not None:
-                weight = float(entry["DesiredWeight"])
+    for described in variants:
+        variant = dict(described)
+        change = by_name.get(str(variant["VariantName"]))
+        if change is not None:
+            if change.get("DesiredWeight") is not None:
+                weight = float(change["DesiredWeight"])
                 if weight < 0:  # the wire model says so too (VariantWeight, min 0)
                     raise ValidationException(
                         f'The weight of the variant "{variant["VariantName"]}" must not be '
@@ -178,8 +178,8 @@ def apply_weights_and_capacities(
                     )
                 variant["CurrentWeight"] = weight
                 variant["DesiredWeight"] = weight
-            if entry.get("DesiredInstanceCount") is not None:
-                variant["DesiredInstanceCount"] = int(entry["DesiredInstanceCount"])
+            if change.get("DesiredInstanceCount") is not None:
+                variant["DesiredInstanceCount"] = int(change["DesiredInstanceCount"])
         updated.append(variant)
     if all(float(v.get("CurrentWeight", 1.0)) <= 0 for v in updated):
         raise ValidationException(

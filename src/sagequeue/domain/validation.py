@@ -175,7 +175,7 @@ class IntegerRule:
     minimum: int | None = None
     maximum: int | None = None
 
-    def check(self, value: int, violations: list[str]) -> None:
+    def check(self, value: int | float, violations: list[str]) -> None:
         if self.minimum is not None and value < self.minimum:
             violations.append(
                 violation(
@@ -224,7 +224,8 @@ class ShapeValidator:
         """A copy of ``params`` holding only the members the model defines, at every
         level: unknown members are dropped (as SageMaker ignores them), so they are
         never stored or echoed back."""
-        return self._prune_for(self.shape)(params)
+        pruned: dict[str, Any] = self._prune_for(self.shape)(params)
+        return pruned
 
     def _prune_for(self, shape: Any) -> Callable[[Any], Any]:
         prune = self._prune_cache.get(shape.name)

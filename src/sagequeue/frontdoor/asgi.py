@@ -22,7 +22,14 @@ from sagequeue.domain.ids import new_id
 from sagequeue.domain.policy import KeyPolicy
 from sagequeue.domain.validation import wire_int
 from sagequeue.frontdoor.errors import WireProtocol, error_response
-from sagequeue.frontdoor.http import Request, RequestTooLarge, Response, decode_headers
+from sagequeue.frontdoor.http import (
+    Receive,
+    Request,
+    RequestTooLarge,
+    Response,
+    Send,
+    decode_headers,
+)
 from sagequeue.frontdoor.sigv4 import UNSIGNED_PAYLOAD, SigV4Verifier, parse_authorization
 
 log = logging.getLogger(__name__)
@@ -96,7 +103,7 @@ class FrontDoor:
         if close_streams is not None:
             close_streams()
 
-    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             raw_path = scope.get("raw_path")
@@ -117,7 +124,7 @@ class FrontDoor:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -301,7 +308,7 @@ def _guess_protocol(request: Request) -> WireProtocol:
     return WireProtocol.REST_XML
 
 
-async def _send(send, response: Response, head_only: bool) -> None:
+async def _send(send: Send, response: Response, head_only: bool) -> None:
     # Values go back out as the bytes they came in as (see _respond's decoding).
     headers = [
         (k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in response.headers

@@ -575,7 +575,7 @@ class ControlPlane:
     ) -> None:
         name = params.get(name_key)
         existing = await self._store.get_resource(kind, name) if isinstance(name, str) else None
-        if existing is not None:
+        if existing is not None and isinstance(name, str):
             if _declared_part(existing.doc) == _stored_params(_validator(action).prune(params)):
                 return
             # Check the new declaration before the old resource is dropped for it.

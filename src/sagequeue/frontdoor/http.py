@@ -11,7 +11,8 @@ from urllib.parse import parse_qsl
 from sagequeue.domain.policy import KeyPolicy
 from sagequeue.frontdoor.sigv4 import AuthContext
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]  # ASGI
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class RequestTooLarge(Exception):

@@ -213,10 +213,9 @@ class LaneProtocol(HttpToolsProtocol):
         self._lingering = 0
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._lingering >= 0:
             self.transport.close()
-        return None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -357,11 +356,12 @@ class LaneProtocol(HttpToolsProtocol):
             response = await self.front_door.respond(request)
             head_only = lane.method == "HEAD"
             body = response.body
-            streamed = not isinstance(body, bytes | bytearray | memoryview)
+            whole = body if isinstance(body, bytes | bytearray | memoryview) else None
+            streamed = whole is None
             head, chunked, lane.keep_alive = _response_head(
                 response,
                 self.server_state.default_headers,
-                None if streamed else len(body),  # type: ignore[arg-type]
+                None if whole is None else len(whole),
                 lane.keep_alive,
             )
             # The parser may have answered 400 and closed meanwhile (a bad request
@@ -370,9 +370,10 @@ class LaneProtocol(HttpToolsProtocol):
                 if not lane.disconnected and not transport.is_closing():
                     transport.write(head)
                 head_sent = True
-                await self._stream(lane, body, head_only, chunked)  # type: ignore[arg-type]
+                await self._stream(lane, body, head_only, chunked)
             elif not lane.disconnected and not transport.is_closing():
-                transport.write(head if head_only or not body else head + bytes(body))
+                assert whole is not None
+                transport.write(head if head_only or not whole else head + bytes(whole))
         except Exception:
             log.exception("request %s failed while answering", request.request_id)
             lane.keep_alive = False

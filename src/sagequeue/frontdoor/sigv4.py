@@ -12,7 +12,7 @@ import calendar
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -270,7 +270,7 @@ class SigV4Verifier:
         *,
         region: str | None = None,
         max_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS,
-        clock=time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = dict(keys)
         self._region = region

@@ -20,7 +20,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -83,7 +83,7 @@ def _run_one(
     channel: _Channel,
     handler: object,
     number: int,
-    meta: dict,
+    meta: dict[str, Any],
     body: bytes,
     max_response_bytes: int,
 ) -> None:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = ThreadPoolExecutor(max_workers=max(1, args.max_concurrency))
     # Bodies are spooled to a temporary file past 64 MiB, then read back in one piece:
     # a large input costs its size once, not twice.
-    pending: dict[int, tuple[dict, tempfile.SpooledTemporaryFile[bytes]]] = {}
+    pending: dict[int, tuple[dict[str, Any], tempfile.SpooledTemporaryFile[bytes]]] = {}
     while True:
         frame = channel.read()
         if frame is None:  # the server closed our stdin: it is gone or wants us gone

@@ -587,6 +587,8 @@ def _slow_crc(table: list[int], mask: int) -> Callable[[bytes, int], int]:
     return crc
 
 
+_crc32c: Callable[[bytes, int], int]
+_crc64nvme: Callable[[bytes, int], int]
 try:  # pragma: no cover - depends on the environment
     from awscrt import checksums as _crt
 

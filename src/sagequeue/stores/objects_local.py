@@ -556,7 +556,7 @@ class LocalObjectStore:
         if encrypt:
             object_key, sealed = await asyncio.to_thread(self._new_object_key)
             encryptor = object_key.encryptor()
-        handle = await self._on_disk(path.open, "xb")
+        handle = await self._on_disk(lambda: path.open("xb"))
 
         def write(data: bytes) -> None:
             handle.write(encryptor.update(data) if encryptor is not None else data)
@@ -760,7 +760,8 @@ class LocalObjectStore:
                 if row is None:
                     return None
                 db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
-            return row[0]
+            file: str = row[0]
+            return file
 
         file = await self._freeing(delete)
         if file is not None:
@@ -1322,7 +1323,8 @@ class _FileStream:
 
     def _read(self, size: int) -> bytes:
         self._handle.seek(self._position)
-        return self._handle.read(size)
+        data: bytes = self._handle.read(size)
+        return data
 
     async def __anext__(self) -> bytes:
         if self._remaining <= 0 or self._handle.closed:

@@ -523,8 +523,8 @@ class S3ObjectStore:
                 raise object_size_mismatch(object_size, total)
         # The whole-object checksum the client sent is checked here too: a service may
         # not (moto does not), and the answer must not depend on the backend.
-        algorithm = checksum[0] if checksum else None
         if checksum is not None:
+            algorithm = checksum[0]
             # The upload's checksum type: as named, else as the value shows it (a
             # composite checksum ends in "-<parts>").
             named = checksum_type

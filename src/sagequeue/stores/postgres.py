@@ -893,7 +893,13 @@ class PostgresStore(PostgresLogs):
                 if not pending.future.done():
                     pending.future.set_exception(InternalFailure(f"queue store: {exc}"))
                 continue
-            if not pending.future.done():
+            if pending.future.done():
+                continue
+            if row is None:  # ON CONFLICT DO NOTHING: the request id is taken
+                pending.future.set_exception(
+                    InternalFailure(f"queue store: duplicate request id {inv.request_id}")
+                )
+            else:
                 pending.future.set_result(row[0])
 
     async def lease(
@@ -987,8 +993,9 @@ class PostgresStore(PostgresLogs):
         return [_to_invocation(row) for row in rows]
 
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
+        params: tuple[str, ...] = ()
         if endpoint_name is None:
-            sql, params = "SELECT status, sum(n) FROM status_counts GROUP BY status", ()
+            sql = "SELECT status, sum(n) FROM status_counts GROUP BY status"
         else:
             sql = (
                 "SELECT status, sum(n) FROM status_counts WHERE endpoint_name = %s GROUP BY status"
@@ -1188,8 +1195,9 @@ class PostgresStore(PostgresLogs):
 
     async def list_instances(self, endpoint_name: str | None = None) -> list[InstanceClaim]:
         order = "ORDER BY endpoint_name, variant_name, generation, slot"
+        params: tuple[str, ...] = ()
         if endpoint_name is None:
-            sql, params = f"SELECT {_INSTANCE_COLUMNS} FROM instances {order}", ()
+            sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances {order}"
         else:
             sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE endpoint_name = %s {order}"
             params = (endpoint_name.lower(),)

@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -57,6 +57,8 @@ from sagequeue.ports import (
     WorkerRecord,
 )
 from sagequeue.stores.sqlite_logs import LOG_MIGRATION, SqliteLogs
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 MAX_GROUP_COMMIT_ROWS: Final = 2048  # bounds one transaction's size under a burst
@@ -604,7 +606,9 @@ class _Writer(threading.Thread):
             if len(rows) <= _ROWS_PER_INSERT:
                 # One statement is its own transaction: the writer gives up and takes
                 # back the event loop's GIL once per group commit instead of four times.
-                last_seq = conn.execute(_multi_row_insert(len(rows)), _flatten(rows)).lastrowid
+                cursor = conn.execute(_multi_row_insert(len(rows)), _flatten(rows))
+                assert cursor.lastrowid is not None
+                last_seq = cursor.lastrowid
             else:
                 conn.execute("BEGIN IMMEDIATE")
                 _insert_rows(conn, rows)
@@ -715,10 +719,21 @@ class SqliteStore(SqliteLogs):
     def _submit(self, kind: int, payload: Any) -> asyncio.Future[Any]:
         if self._closed:
             raise ServiceUnavailable("the queue store is closed")
+        assert self._writer is not None
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._writer.jobs.put((kind, payload, future, loop))  # type: ignore[union-attr]
+        self._writer.jobs.put((kind, payload, future, loop))
         return future
+
+    async def _lease_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a write transaction on the synchronous=NORMAL connection."""
+        result: T = await self._submit(_LEASE_TX, fn)
+        return result
+
+    async def _durable_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a write transaction on the synchronous=FULL connection."""
+        result: T = await self._submit(_DURABLE_TX, fn)
+        return result
 
     def _write_logs(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         return self._submit(_LEASE_TX, fn)
@@ -790,11 +805,10 @@ class SqliteStore(SqliteLogs):
     ) -> list[Invocation]:
         if limit <= 0:
             return []  # (SQLite reads LIMIT -1 as "no limit")
+        params: tuple[Any, ...]
         if variant_name is None:
-            sql, params = (
-                _LEASE_ANY_VARIANT,
-                (owner, now + lease_seconds, now, endpoint_name, limit),
-            )
+            sql = _LEASE_ANY_VARIANT
+            params = (owner, now + lease_seconds, now, endpoint_name, limit)
         else:
             sql = _LEASE
             params = (owner, now + lease_seconds, now, endpoint_name, variant_name, limit)
@@ -802,7 +816,7 @@ class SqliteStore(SqliteLogs):
         def take(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(sql, params).fetchall()
 
-        return _in_fifo_order(await self._submit(_LEASE_TX, take))
+        return _in_fifo_order(await self._lease_tx(take))
 
     async def lease_overdue(
         self, owner: str, limit: int, lease_seconds: float, now: float
@@ -814,14 +828,14 @@ class SqliteStore(SqliteLogs):
             params = (owner, now + lease_seconds, now, now, limit)
             return conn.execute(_LEASE_OVERDUE, params).fetchall()
 
-        leased = [_to_invocation(row) for row in await self._submit(_LEASE_TX, take)]
+        leased = [_to_invocation(row) for row in await self._lease_tx(take)]
         leased.sort(key=lambda inv: (inv.expires_at, inv.seq))
         return leased
 
     async def renew(self, request_ids: Sequence[str], owner: str, lease_expires_at: float) -> None:
         params = [(lease_expires_at, request_id, owner) for request_id in request_ids]
         if params:
-            await self._submit(_LEASE_TX, lambda conn: conn.executemany(_RENEW, params).rowcount)
+            await self._lease_tx(lambda conn: conn.executemany(_RENEW, params).rowcount)
 
     async def finish(
         self,
@@ -837,9 +851,7 @@ class SqliteStore(SqliteLogs):
             raise InternalFailure(f"finish needs a final status, not {status}")
         params = (str(status), failure_reason, now, request_id, owner)
         if not notifications:
-            changed = await self._submit(
-                _LEASE_TX, lambda conn: conn.execute(_FINISH, params).rowcount
-            )
+            changed = await self._lease_tx(lambda conn: conn.execute(_FINISH, params).rowcount)
             return changed == 1
         rows = [_outbox_row(message) for message in notifications]
 
@@ -849,19 +861,15 @@ class SqliteStore(SqliteLogs):
                 conn.executemany(_INSERT_OUTBOX, rows)
             return changed
 
-        return await self._submit(_LEASE_TX, finish_and_record) == 1
+        return await self._lease_tx(finish_and_record) == 1
 
     async def release(self, request_id: str, owner: str, *, attempted: bool = True) -> bool:
         params = (0 if attempted else 1, request_id, owner)
-        changed = await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_RELEASE, params).rowcount
-        )
+        changed = await self._lease_tx(lambda conn: conn.execute(_RELEASE, params).rowcount)
         return changed == 1
 
     async def requeue_lapsed(self, now: float) -> int:
-        return await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_REQUEUE_LAPSED, (now,)).rowcount
-        )
+        return await self._lease_tx(lambda conn: conn.execute(_REQUEUE_LAPSED, (now,)).rowcount)
 
     async def get(self, endpoint_name: str, inference_id: str) -> Invocation | None:
         row = await self._read(
@@ -915,9 +923,7 @@ class SqliteStore(SqliteLogs):
         if limit <= 0:
             return 0
         params = (finished_before, limit)
-        return await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_PURGE_FINISHED, params).rowcount
-        )
+        return await self._lease_tx(lambda conn: conn.execute(_PURGE_FINISHED, params).rowcount)
 
     # --------------------------------------------------------------- OutboxStore
     async def lease_notifications(
@@ -926,17 +932,15 @@ class SqliteStore(SqliteLogs):
         if limit <= 0:
             return []
         params = (owner, now + lease_seconds, now, limit)
-        rows = await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_LEASE_OUTBOX, params).fetchall()
-        )
+        rows = await self._lease_tx(lambda conn: conn.execute(_LEASE_OUTBOX, params).fetchall())
         leased = [_to_outbox_message(row) for row in rows]
         leased.sort(key=lambda message: message.seq or 0)
         return leased
 
     async def notification_delivered(self, message_id: str, owner: str, now: float) -> bool:
         params = (now, message_id, owner)
-        changed = await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_OUTBOX_DELIVERED, params).rowcount
+        changed = await self._lease_tx(
+            lambda conn: conn.execute(_OUTBOX_DELIVERED, params).rowcount
         )
         return changed == 1
 
@@ -944,9 +948,7 @@ class SqliteStore(SqliteLogs):
         self, message_id: str, owner: str, next_attempt_at: float, error: str
     ) -> bool:
         params = (next_attempt_at, error, message_id, owner)
-        changed = await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_OUTBOX_RETRY, params).rowcount
-        )
+        changed = await self._lease_tx(lambda conn: conn.execute(_OUTBOX_RETRY, params).rowcount)
         return changed == 1
 
     async def notification_failed(
@@ -959,7 +961,7 @@ class SqliteStore(SqliteLogs):
             conn.execute(_COUNT_FAILURE, (row[0],))
             return True
 
-        return await self._submit(_LEASE_TX, fail)
+        return await self._lease_tx(fail)
 
     async def notification_failure_counts(self) -> dict[str, int]:
         sql = "SELECT endpoint_name, n FROM notification_failures"
@@ -981,9 +983,7 @@ class SqliteStore(SqliteLogs):
             return 0
         later = max(delivered_before, failed_before)
         params = (later, delivered_before, failed_before, limit)
-        return await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(_PURGE_OUTBOX, params).rowcount
-        )
+        return await self._lease_tx(lambda conn: conn.execute(_PURGE_OUTBOX, params).rowcount)
 
     async def oldest_queued(self, endpoint_name: str, variant_name: str) -> float | None:
         row = await self._read(
@@ -1002,7 +1002,7 @@ class SqliteStore(SqliteLogs):
                 _merge_metric(conn, "metric_points", _POINT_KEY, (row[3], *row[:3], writer), row)
                 _merge_metric(conn, "metric_totals", _TOTAL_KEY, (*row[:3], writer), row)
 
-        await self._submit(_LEASE_TX, record)
+        await self._lease_tx(record)
 
     async def read_metrics(
         self,
@@ -1046,9 +1046,7 @@ class SqliteStore(SqliteLogs):
                 FROM metric_points WHERE period_start < ? ORDER BY period_start LIMIT ?
             )
         """
-        return await self._submit(
-            _LEASE_TX, lambda conn: conn.execute(sql, (before, limit)).rowcount
-        )
+        return await self._lease_tx(lambda conn: conn.execute(sql, (before, limit)).rowcount)
 
     # ---------------------------------------------------------------- FleetStore
     async def register_worker(self, worker: WorkerRecord) -> None:
@@ -1063,12 +1061,12 @@ class SqliteStore(SqliteLogs):
             worker.heartbeat_expires_at,
         )
         sql = f"INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params))
+        await self._lease_tx(lambda conn: conn.execute(sql, params))
 
     async def heartbeat(self, worker_id: str, now: float, expires_at: float) -> bool:
         sql = "UPDATE workers SET heartbeat_at = ?, heartbeat_expires_at = ? WHERE worker_id = ?"
         params = (now, expires_at, worker_id)
-        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def remove_worker(self, worker_id: str) -> None:
@@ -1076,7 +1074,7 @@ class SqliteStore(SqliteLogs):
             conn.execute("DELETE FROM instances WHERE worker_id = ?", (worker_id,))
             conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
 
-        await self._submit(_LEASE_TX, remove)
+        await self._lease_tx(remove)
 
     async def reap_workers(self, now: float) -> list[str]:
         def reap(conn: sqlite3.Connection) -> list[str]:
@@ -1088,7 +1086,7 @@ class SqliteStore(SqliteLogs):
                 conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
             return dead
 
-        return await self._submit(_LEASE_TX, reap)
+        return await self._lease_tx(reap)
 
     async def list_workers(self) -> list[WorkerRecord]:
         sql = f"SELECT {_WORKER_COLUMNS} FROM workers ORDER BY started_at, worker_id"
@@ -1104,7 +1102,7 @@ class SqliteStore(SqliteLogs):
             ON CONFLICT DO NOTHING
         """
         params = (*_instance_row(claim), claim.worker_id)
-        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def set_instance_state(
@@ -1115,19 +1113,20 @@ class SqliteStore(SqliteLogs):
             WHERE {_INSTANCE_KEY} AND worker_id = ?
         """
         params = (str(state), detail, now, *_instance_key(claim), claim.worker_id)
-        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def release_instance(self, claim: InstanceClaim) -> bool:
         sql = f"DELETE FROM instances WHERE {_INSTANCE_KEY} AND worker_id = ?"
         params = (*_instance_key(claim), claim.worker_id)
-        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def list_instances(self, endpoint_name: str | None = None) -> list[InstanceClaim]:
         order = "ORDER BY endpoint_name, variant_name, generation, slot"
+        params: tuple[str, ...] = ()
         if endpoint_name is None:
-            sql, params = f"SELECT {_INSTANCE_COLUMNS} FROM instances {order}", ()
+            sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances {order}"
         else:
             sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE endpoint_name = ? {order}"
             params = (endpoint_name.lower(),)
@@ -1142,12 +1141,12 @@ class SqliteStore(SqliteLogs):
             WHERE singleton_leases.holder = excluded.holder OR singleton_leases.expires_at < ?
         """
         params = (name, holder, expires_at, now)
-        changed = await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def release_lease(self, name: str, holder: str) -> None:
         sql = "DELETE FROM singleton_leases WHERE name = ? AND holder = ?"
-        await self._submit(_LEASE_TX, lambda conn: conn.execute(sql, (name, holder)))
+        await self._lease_tx(lambda conn: conn.execute(sql, (name, holder)))
 
     # ------------------------------------------------------------- MetadataStore
     async def create_resource(self, resource: Resource) -> bool:
@@ -1163,7 +1162,7 @@ class SqliteStore(SqliteLogs):
             "INSERT INTO resources (kind, name, name_lower, doc, version, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
         )
-        changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._durable_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def get_resource(self, kind: ResourceKind, name: str) -> Resource | None:
@@ -1192,7 +1191,7 @@ class SqliteStore(SqliteLogs):
             resource.name.lower(),
             resource.version,
         )
-        changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._durable_tx(lambda conn: conn.execute(sql, params).rowcount)
         if changed != 1:
             return False
         resource.version += 1
@@ -1201,7 +1200,7 @@ class SqliteStore(SqliteLogs):
     async def delete_resource(self, kind: ResourceKind, name: str) -> bool:
         sql = "DELETE FROM resources WHERE kind = ? AND name_lower = ?"
         params = (str(kind), name.lower())
-        changed = await self._submit(_DURABLE_TX, lambda conn: conn.execute(sql, params).rowcount)
+        changed = await self._durable_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
 
@@ -1253,8 +1252,18 @@ def _parse_buckets(text: str) -> tuple[int, ...]:
 
 
 def _to_point(row: Sequence[Any]) -> MetricPoint:
-    *head, buckets = row
-    return MetricPoint(*head, buckets=_parse_buckets(buckets))
+    metric, endpoint, variant, period_start, total, count, minimum, maximum, buckets = row
+    return MetricPoint(
+        metric,
+        endpoint,
+        variant,
+        period_start,
+        total,
+        count,
+        minimum,
+        maximum,
+        _parse_buckets(buckets),
+    )
 
 
 def _in_fifo_order(rows: list[Any]) -> list[Invocation]:

@@ -53,7 +53,8 @@ def bin_dir() -> Path:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 # Durable: PostgreSQL's defaults (fsync, full page writes, synchronous commit), what the

@@ -67,6 +67,7 @@ def sign_invocation(target: Target, spec: InvocationSpec, inference_id: str) -> 
     SigV4Auth(
         Credentials(target.access_key, target.secret_key), "sagemaker", target.region
     ).add_auth(request)
+    assert request.method is not None and request.url is not None
     return raw_http(request.method, request.url, dict(request.headers.items()), body)
 
 
@@ -87,6 +88,7 @@ def presign_get(target: Target, bucket: str, key: str, expires: int = 3600) -> b
     S3SigV4QueryAuth(
         Credentials(target.access_key, target.secret_key), "s3", target.region, expires
     ).add_auth(request)
+    assert request.url is not None
     return raw_http("GET", request.url, {"Host": target.authority}, b"")
 
 
