@@ -156,6 +156,25 @@ class ServerProcess:
         }
 
 
+def limited_server(root: Path, *, timeout: float, max_connections: int) -> ServerProcess:
+    """A started server whose header, body and keep-alive timeouts are ``timeout`` seconds
+    and which accepts at most ``max_connections`` connections."""
+    return ServerProcess(
+        data_dir=root / "data",
+        port=free_port(),
+        extra_args=[
+            "--header-timeout",
+            str(timeout),
+            "--keep-alive-timeout",
+            str(timeout),
+            "--body-timeout",
+            str(timeout),
+            "--max-connections",
+            str(max_connections),
+        ],
+    ).start()
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator:
     """Start servers with custom arguments; all are stopped at the end of the test."""

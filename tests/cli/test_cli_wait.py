@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from cli.clitools import OFFLINE_ENV, CliResult, run_cli
-from conftest import free_port, wait_http_ok
 from sagequeue.cli import waiting
 
 RAW = ("--cli-binary-format", "raw-in-base64-out")
@@ -84,21 +80,10 @@ def test_expired_status_exits_with_the_expired_code(capsys):
 # -- a server without the status extension -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(url + "/moto-api/", process=process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+@pytest.fixture
+def moto_url(moto_endpoint: str) -> str:
+    """The session's moto server: it has no status extension."""
+    return moto_endpoint
 
 
 def moto_env(url: str) -> dict[str, str]:

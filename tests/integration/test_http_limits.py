@@ -15,7 +15,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, limited_server
 
 MAX_CONNECTIONS = 12
 TIMEOUT = 1.0  # header, body and keep-alive timeouts of the server under test
@@ -23,21 +23,9 @@ TIMEOUT = 1.0  # header, body and keep-alive timeouts of the server under test
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("limits")
-    process = ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        extra_args=[
-            "--header-timeout",
-            str(TIMEOUT),
-            "--keep-alive-timeout",
-            str(TIMEOUT),
-            "--body-timeout",
-            str(TIMEOUT),
-            "--max-connections",
-            str(MAX_CONNECTIONS),
-        ],
-    ).start()
+    process = limited_server(
+        tmp_path_factory.mktemp("limits"), timeout=TIMEOUT, max_connections=MAX_CONNECTIONS
+    )
     yield process
     process.stop()
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, limited_server
 from figures import scaled
 
 from .conftest import PeakRss
@@ -28,21 +28,9 @@ TIMEOUT = 1.0  # the header, body and keep-alive timeouts of the server under te
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("floods")
-    process = ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        extra_args=[
-            "--header-timeout",
-            str(TIMEOUT),
-            "--keep-alive-timeout",
-            str(TIMEOUT),
-            "--body-timeout",
-            str(TIMEOUT),
-            "--max-connections",
-            str(MAX_CONNECTIONS),
-        ],
-    ).start()
+    process = limited_server(
+        tmp_path_factory.mktemp("floods"), timeout=TIMEOUT, max_connections=MAX_CONNECTIONS
+    )
     yield process
     process.stop()
 

@@ -28,10 +28,13 @@ from sagequeue.ports import (
     WorkerRecord,
 )
 from sagequeue.stores.memory_logs import MemoryLogs
+from sagequeue.stores.rows import (
+    InstanceKey,
+    instance_key,
+)
 
 _QUEUED = InvocationStatus.QUEUED
 _IN_PROGRESS = InvocationStatus.IN_PROGRESS
-_InstanceKey = tuple[str, str, int, int]
 
 
 class MemoryStore(MemoryLogs):
@@ -45,7 +48,7 @@ class MemoryStore(MemoryLogs):
         # (kind, name.lower()) -> stored resource (doc kept JSON-encoded, like the DB)
         self._resources: dict[tuple[ResourceKind, str], tuple[Resource, bytes]] = {}
         self._workers: dict[str, WorkerRecord] = {}
-        self._instances: dict[_InstanceKey, InstanceClaim] = {}
+        self._instances: dict[InstanceKey, InstanceClaim] = {}
         self._singletons: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
         self._outbox: dict[str, OutboxMessage] = {}  # by message_id, in seq order
         self._next_outbox_seq = 1
@@ -407,7 +410,7 @@ class MemoryStore(MemoryLogs):
         return [dataclasses.replace(w) for w in workers]
 
     async def claim_instance(self, claim: InstanceClaim) -> bool:
-        key = _instance_key(claim)
+        key = instance_key(claim)
         if key in self._instances or claim.worker_id not in self._workers:
             return False
         self._instances[key] = dataclasses.replace(claim, endpoint_name=key[0])
@@ -416,7 +419,7 @@ class MemoryStore(MemoryLogs):
     async def set_instance_state(
         self, claim: InstanceClaim, state: InstanceState, detail: str | None, now: float
     ) -> bool:
-        stored = self._instances.get(_instance_key(claim))
+        stored = self._instances.get(instance_key(claim))
         if stored is None or stored.worker_id != claim.worker_id:
             return False
         stored.state = InstanceState(state)
@@ -425,7 +428,7 @@ class MemoryStore(MemoryLogs):
         return True
 
     async def release_instance(self, claim: InstanceClaim) -> bool:
-        key = _instance_key(claim)
+        key = instance_key(claim)
         stored = self._instances.get(key)
         if stored is None or stored.worker_id != claim.worker_id:
             return False
@@ -494,10 +497,6 @@ def _back_to_queue(inv: Invocation) -> None:
     inv.lease_owner = None
     inv.lease_expires_at = None
     inv.started_at = None
-
-
-def _instance_key(claim: InstanceClaim) -> _InstanceKey:
-    return (claim.endpoint_name.lower(), claim.variant_name, claim.generation, claim.slot)
 
 
 def _encode(resource: Resource) -> bytes:

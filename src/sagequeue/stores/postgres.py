@@ -61,13 +61,21 @@ from sagequeue.ports import (
     Invocation,
     InvocationStatus,
     MetricPoint,
-    NotificationState,
     OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
 )
 from sagequeue.stores.postgres_logs import LOG_MIGRATION, PostgresLogs
+from sagequeue.stores.rows import (
+    instance_key,
+    instance_row,
+    outbox_row,
+    to_instance,
+    to_invocation,
+    to_outbox_message,
+    to_resource,
+)
 
 log = logging.getLogger("sagequeue.postgres")
 
@@ -920,7 +928,7 @@ class PostgresStore(PostgresLogs):
         else:
             rows = await self._fetchall(_LEASE, (*lease, endpoint_name, variant_name, limit))
         rows.sort(key=lambda row: row[_SEQ_INDEX])  # RETURNING has no defined order
-        return [_to_invocation(row) for row in rows]
+        return [to_invocation(row) for row in rows]
 
     async def lease_overdue(
         self, owner: str, limit: int, lease_seconds: float, now: float
@@ -928,7 +936,7 @@ class PostgresStore(PostgresLogs):
         if limit <= 0:
             return []
         rows = await self._fetchall(_LEASE_OVERDUE, (owner, now + lease_seconds, now, now, limit))
-        leased = [_to_invocation(row) for row in rows]
+        leased = [to_invocation(row) for row in rows]
         leased.sort(key=lambda inv: (inv.expires_at, inv.seq))
         return leased
 
@@ -951,7 +959,7 @@ class PostgresStore(PostgresLogs):
         params = (str(status), failure_reason, now, request_id, owner)
         if not notifications:
             return await self._rowcount(_FINISH, params) == 1
-        rows = [_outbox_row(message) for message in notifications]
+        rows = [outbox_row(message) for message in notifications]
         async with self._connection() as conn, conn.transaction():
             cursor = await conn.execute(_FINISH, params)
             if cursor.rowcount != 1:
@@ -969,7 +977,7 @@ class PostgresStore(PostgresLogs):
 
     async def get(self, endpoint_name: str, inference_id: str) -> Invocation | None:
         rows = await self._fetchall(_GET, (endpoint_name, inference_id))
-        return _to_invocation(rows[0]) if rows else None
+        return to_invocation(rows[0]) if rows else None
 
     async def list_invocations(
         self,
@@ -990,7 +998,7 @@ class PostgresStore(PostgresLogs):
             params = {"endpoint": endpoint_name, "before": before, "limit": limit}
             rows = await self._fetchall(_LIST_BY_SEQS, params)
             rows.sort(key=lambda row: row[_SEQ_INDEX], reverse=True)
-        return [_to_invocation(row) for row in rows]
+        return [to_invocation(row) for row in rows]
 
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         params: tuple[str, ...] = ()
@@ -1018,7 +1026,7 @@ class PostgresStore(PostgresLogs):
         if limit <= 0:
             return []
         rows = await self._fetchall(_LEASE_OUTBOX, (owner, now + lease_seconds, now, limit))
-        leased = [_to_outbox_message(row) for row in rows]
+        leased = [to_outbox_message(row) for row in rows]
         leased.sort(key=lambda message: message.seq or 0)
         return leased
 
@@ -1046,7 +1054,7 @@ class PostgresStore(PostgresLogs):
             "WHERE endpoint_name = %s AND inference_id = %s ORDER BY seq"
         )
         rows = await self._fetchall(sql, (endpoint_name, inference_id))
-        return [_to_outbox_message(row) for row in rows]
+        return [to_outbox_message(row) for row in rows]
 
     async def purge_notifications(
         self, delivered_before: float, failed_before: float, limit: int
@@ -1173,7 +1181,7 @@ class PostgresStore(PostgresLogs):
             ON CONFLICT DO NOTHING
         """
         try:
-            return await self._rowcount(sql, (*_instance_row(claim), claim.worker_id)) == 1
+            return await self._rowcount(sql, (*instance_row(claim), claim.worker_id)) == 1
         except InternalFailure as exc:
             if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                 return False
@@ -1186,12 +1194,12 @@ class PostgresStore(PostgresLogs):
             UPDATE instances SET state = %s, detail = %s, updated_at = %s
             WHERE {_INSTANCE_KEY} AND worker_id = %s
         """
-        params = (str(state), detail, now, *_instance_key(claim), claim.worker_id)
+        params = (str(state), detail, now, *instance_key(claim), claim.worker_id)
         return await self._rowcount(sql, params) == 1
 
     async def release_instance(self, claim: InstanceClaim) -> bool:
         sql = f"DELETE FROM instances WHERE {_INSTANCE_KEY} AND worker_id = %s"
-        return await self._rowcount(sql, (*_instance_key(claim), claim.worker_id)) == 1
+        return await self._rowcount(sql, (*instance_key(claim), claim.worker_id)) == 1
 
     async def list_instances(self, endpoint_name: str | None = None) -> list[InstanceClaim]:
         order = "ORDER BY endpoint_name, variant_name, generation, slot"
@@ -1201,7 +1209,7 @@ class PostgresStore(PostgresLogs):
         else:
             sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE endpoint_name = %s {order}"
             params = (endpoint_name.lower(),)
-        return [_to_instance(row) for row in await self._fetchall(sql, params)]
+        return [to_instance(row) for row in await self._fetchall(sql, params)]
 
     async def acquire_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
         sql = """
@@ -1236,7 +1244,7 @@ class PostgresStore(PostgresLogs):
     async def get_resource(self, kind: ResourceKind, name: str) -> Resource | None:
         sql = f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE kind = %s AND name_lower = %s"
         rows = await self._fetchall(sql, (str(kind), name.lower()))
-        return _to_resource(rows[0]) if rows else None
+        return to_resource(rows[0]) if rows else None
 
     async def list_resources(self, kind: ResourceKind) -> list[Resource]:
         """Oldest first (by created_at, then name)."""
@@ -1244,7 +1252,7 @@ class PostgresStore(PostgresLogs):
             f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE kind = %s "
             "ORDER BY created_at, name_lower"
         )
-        return [_to_resource(row) for row in await self._fetchall(sql, (str(kind),))]
+        return [to_resource(row) for row in await self._fetchall(sql, (str(kind),))]
 
     async def update_resource(self, resource: Resource) -> bool:
         sql = (
@@ -1325,64 +1333,8 @@ def _fail(batch: list[_Pending], error: Exception) -> None:
             pending.future.set_exception(error)
 
 
-def _to_invocation(row: Sequence[Any]) -> Invocation:
-    invocation = Invocation(*row)
-    invocation.status = InvocationStatus(invocation.status)
-    return invocation
-
-
-def _to_resource(row: Sequence[Any]) -> Resource:
-    kind, name, doc, version, created_at = row
-    return Resource(ResourceKind(kind), name, msgspec.json.decode(doc), version, created_at)
-
-
 def _to_worker(row: Sequence[Any]) -> WorkerRecord:
     worker_id, host, pid, max_instances, endpoints, started, beat, expires = row
     return WorkerRecord(
         worker_id, host, pid, max_instances, tuple(endpoints), started, beat, expires
     )
-
-
-def _instance_key(claim: InstanceClaim) -> tuple[str, str, int, int]:
-    return (claim.endpoint_name.lower(), claim.variant_name, claim.generation, claim.slot)
-
-
-def _instance_row(claim: InstanceClaim) -> tuple[Any, ...]:
-    return (
-        *_instance_key(claim),
-        claim.worker_id,
-        str(claim.state),
-        claim.claimed_at,
-        claim.updated_at,
-        claim.detail,
-    )
-
-
-def _to_instance(row: Sequence[Any]) -> InstanceClaim:
-    claim = InstanceClaim(*row)
-    claim.state = InstanceState(claim.state)
-    return claim
-
-
-def _outbox_row(message: OutboxMessage) -> tuple[Any, ...]:
-    return (
-        message.message_id,
-        message.endpoint_name,
-        message.inference_id,
-        message.topic,
-        message.body,
-        message.created_at,
-        str(message.state),
-        message.next_attempt_at or message.created_at,
-        message.attempts,
-        message.lease_owner,
-        message.finished_at,
-        message.last_error,
-    )
-
-
-def _to_outbox_message(row: Sequence[Any]) -> OutboxMessage:
-    message = OutboxMessage(*row)
-    message.state = NotificationState(message.state)
-    message.body = bytes(message.body)
-    return message

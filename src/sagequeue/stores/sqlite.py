@@ -50,11 +50,19 @@ from sagequeue.ports import (
     Invocation,
     InvocationStatus,
     MetricPoint,
-    NotificationState,
     OutboxMessage,
     Resource,
     ResourceKind,
     WorkerRecord,
+)
+from sagequeue.stores.rows import (
+    instance_key,
+    instance_row,
+    outbox_row,
+    to_instance,
+    to_invocation,
+    to_outbox_message,
+    to_resource,
 )
 from sagequeue.stores.sqlite_logs import LOG_MIGRATION, SqliteLogs
 
@@ -522,12 +530,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _to_invocation(row: Sequence[Any]) -> Invocation:
-    invocation = Invocation(*row)
-    invocation.status = InvocationStatus(invocation.status)
-    return invocation
-
-
 def _store_error(exc: sqlite3.Error) -> InternalFailure:
     return InternalFailure(f"queue store: {exc}")
 
@@ -828,7 +830,7 @@ class SqliteStore(SqliteLogs):
             params = (owner, now + lease_seconds, now, now, limit)
             return conn.execute(_LEASE_OVERDUE, params).fetchall()
 
-        leased = [_to_invocation(row) for row in await self._lease_tx(take)]
+        leased = [to_invocation(row) for row in await self._lease_tx(take)]
         leased.sort(key=lambda inv: (inv.expires_at, inv.seq))
         return leased
 
@@ -853,7 +855,7 @@ class SqliteStore(SqliteLogs):
         if not notifications:
             changed = await self._lease_tx(lambda conn: conn.execute(_FINISH, params).rowcount)
             return changed == 1
-        rows = [_outbox_row(message) for message in notifications]
+        rows = [outbox_row(message) for message in notifications]
 
         def finish_and_record(conn: sqlite3.Connection) -> int:
             changed = conn.execute(_FINISH, params).rowcount
@@ -875,7 +877,7 @@ class SqliteStore(SqliteLogs):
         row = await self._read(
             lambda conn: conn.execute(_GET, (endpoint_name, inference_id)).fetchone()
         )
-        return _to_invocation(row) if row is not None else None
+        return to_invocation(row) if row is not None else None
 
     async def list_invocations(
         self,
@@ -904,7 +906,7 @@ class SqliteStore(SqliteLogs):
 
         rows = await self._read(page)
         rows.sort(key=lambda row: row[_SEQ_INDEX], reverse=True)
-        return [_to_invocation(row) for row in rows]
+        return [to_invocation(row) for row in rows]
 
     async def count_by_status(self, endpoint_name: str | None = None) -> dict[str, int]:
         def count(conn: sqlite3.Connection) -> list[tuple[str, int]]:
@@ -933,7 +935,7 @@ class SqliteStore(SqliteLogs):
             return []
         params = (owner, now + lease_seconds, now, limit)
         rows = await self._lease_tx(lambda conn: conn.execute(_LEASE_OUTBOX, params).fetchall())
-        leased = [_to_outbox_message(row) for row in rows]
+        leased = [to_outbox_message(row) for row in rows]
         leased.sort(key=lambda message: message.seq or 0)
         return leased
 
@@ -974,7 +976,7 @@ class SqliteStore(SqliteLogs):
         )
         params = (endpoint_name, inference_id)
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [_to_outbox_message(row) for row in rows]
+        return [to_outbox_message(row) for row in rows]
 
     async def purge_notifications(
         self, delivered_before: float, failed_before: float, limit: int
@@ -1101,7 +1103,7 @@ class SqliteStore(SqliteLogs):
             WHERE EXISTS (SELECT 1 FROM workers WHERE worker_id = ?)
             ON CONFLICT DO NOTHING
         """
-        params = (*_instance_row(claim), claim.worker_id)
+        params = (*instance_row(claim), claim.worker_id)
         changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
@@ -1112,13 +1114,13 @@ class SqliteStore(SqliteLogs):
             UPDATE instances SET state = ?, detail = ?, updated_at = ?
             WHERE {_INSTANCE_KEY} AND worker_id = ?
         """
-        params = (str(state), detail, now, *_instance_key(claim), claim.worker_id)
+        params = (str(state), detail, now, *instance_key(claim), claim.worker_id)
         changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
     async def release_instance(self, claim: InstanceClaim) -> bool:
         sql = f"DELETE FROM instances WHERE {_INSTANCE_KEY} AND worker_id = ?"
-        params = (*_instance_key(claim), claim.worker_id)
+        params = (*instance_key(claim), claim.worker_id)
         changed = await self._lease_tx(lambda conn: conn.execute(sql, params).rowcount)
         return changed == 1
 
@@ -1131,7 +1133,7 @@ class SqliteStore(SqliteLogs):
             sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE endpoint_name = ? {order}"
             params = (endpoint_name.lower(),)
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [_to_instance(row) for row in rows]
+        return [to_instance(row) for row in rows]
 
     async def acquire_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
         sql = """
@@ -1169,7 +1171,7 @@ class SqliteStore(SqliteLogs):
         sql = f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE kind = ? AND name_lower = ?"
         params = (str(kind), name.lower())
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
-        return _to_resource(row) if row is not None else None
+        return to_resource(row) if row is not None else None
 
     async def list_resources(self, kind: ResourceKind) -> list[Resource]:
         """Oldest first (by created_at, then name)."""
@@ -1178,7 +1180,7 @@ class SqliteStore(SqliteLogs):
             "ORDER BY created_at, name_lower"
         )
         rows = await self._read(lambda conn: conn.execute(sql, (str(kind),)).fetchall())
-        return [_to_resource(row) for row in rows]
+        return [to_resource(row) for row in rows]
 
     async def update_resource(self, resource: Resource) -> bool:
         sql = (
@@ -1269,60 +1271,10 @@ def _to_point(row: Sequence[Any]) -> MetricPoint:
 def _in_fifo_order(rows: list[Any]) -> list[Invocation]:
     # RETURNING gives rows in no defined order.
     rows.sort(key=lambda row: row[_SEQ_INDEX])
-    return [_to_invocation(row) for row in rows]
-
-
-def _to_resource(row: Sequence[Any]) -> Resource:
-    kind, name, doc, version, created_at = row
-    return Resource(ResourceKind(kind), name, msgspec.json.decode(doc), version, created_at)
+    return [to_invocation(row) for row in rows]
 
 
 def _to_worker(row: Sequence[Any]) -> WorkerRecord:
     worker_id, host, pid, max_instances, endpoints, started, beat, expires = row
     names = tuple(name for name in endpoints.split(",") if name)
     return WorkerRecord(worker_id, host, pid, max_instances, names, started, beat, expires)
-
-
-def _instance_key(claim: InstanceClaim) -> tuple[str, str, int, int]:
-    return (claim.endpoint_name.lower(), claim.variant_name, claim.generation, claim.slot)
-
-
-def _instance_row(claim: InstanceClaim) -> tuple[Any, ...]:
-    return (
-        *_instance_key(claim),
-        claim.worker_id,
-        str(claim.state),
-        claim.claimed_at,
-        claim.updated_at,
-        claim.detail,
-    )
-
-
-def _to_instance(row: Sequence[Any]) -> InstanceClaim:
-    claim = InstanceClaim(*row)
-    claim.state = InstanceState(claim.state)
-    return claim
-
-
-def _outbox_row(message: OutboxMessage) -> tuple[Any, ...]:
-    return (
-        message.message_id,
-        message.endpoint_name,
-        message.inference_id,
-        message.topic,
-        message.body,
-        message.created_at,
-        str(message.state),
-        message.next_attempt_at or message.created_at,
-        message.attempts,
-        message.lease_owner,
-        message.finished_at,
-        message.last_error,
-    )
-
-
-def _to_outbox_message(row: Sequence[Any]) -> OutboxMessage:
-    message = OutboxMessage(*row)
-    message.state = NotificationState(message.state)
-    message.body = bytes(message.body)
-    return message
