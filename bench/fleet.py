@@ -26,14 +26,11 @@ from bench.loadgen import LoadResult, percentiles_ms, run_load
 from bench.report import Row, compare
 from bench.scenarios import _target, prepared_data_dir
 from bench.servers import REPO, EndpointSpec, Sagequeue, wait_until
+from sagequeue.dispatch.sweeper import PURGE_BATCH, PURGE_DUTY
 
 ENDPOINT = "bench-ingest"  # the endpoint of references.INGEST_SPEC
 VARIANT = "AllTraffic"  # the variant bench.servers.write_config declares
 LEASE_BATCH = 8  # invocations per lease call, each then finished Completed
-# The retention purge beside the measurements: batches of PURGE_BATCH rows, PURGE_PAUSE
-# seconds apart (up to ~20,000 rows/s, far more than any retention needs).
-PURGE_BATCH = 1000
-PURGE_PAUSE = 0.05
 RETENTION_SECONDS = 7 * 86400
 
 
@@ -264,10 +261,6 @@ def purging(url: str, log: Path) -> Iterator[dict[str, int]]:
                 "-m",
                 "bench.purger",
                 url,
-                "--batch",
-                str(PURGE_BATCH),
-                "--pause",
-                str(PURGE_PAUSE),
                 "--older-than",
                 str(RETENTION_SECONDS),
             ],
@@ -302,6 +295,7 @@ def retention(bench: Bench) -> None:
         for n, phase in enumerate(("without purge", "purge running")):
             fill(url, queued, finished=False, prefix=f"queued-{n}-")
             log = work / f"purger-{phase.replace(' ', '-')}.log"
+            phase_started = time.monotonic()
             with purging(url, log) if phase == "purge running" else _nothing() as outcome:
                 with api_processes(data_dir, config, 1, database) as apis:
                     ingest = _ingest(bench, apis)
@@ -311,6 +305,7 @@ def retention(bench: Bench) -> None:
                 "ingest_errors": ingest.errors,
                 "lease": rate,
                 "purged": outcome.get("purged", 0),
+                "purge_seconds": round(time.monotonic() - phase_started, 1),
             }
         _retention_rows(bench, store, finished, figures)
 
@@ -340,8 +335,9 @@ def _retention_rows(
                 met=ratio is not None and ratio >= 0.8 and not busy.get("ingest_errors"),
                 details={
                     "purged_rows": busy["purged"],
+                    "purge_seconds": busy["purge_seconds"],
                     "purge_batch": PURGE_BATCH,
-                    "purge_pause_s": PURGE_PAUSE,
+                    "purge_duty": PURGE_DUTY,
                     "plot": False,
                 },
             )

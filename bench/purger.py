@@ -1,5 +1,6 @@
 """``python -m bench.purger URL``: the retention purge as a process of its own, deleting
-finished invocations in batches until SIGTERM, as a fleet's retention singleton would;
+finished invocations until SIGTERM with the worker's own batches and pacing
+(``sagequeue.dispatch.sweeper.purge_paced``), as a fleet's retention singleton would;
 prints how many rows it deleted. The bench measures ingest and leasing beside it."""
 
 from __future__ import annotations
@@ -9,21 +10,31 @@ import asyncio
 import signal
 import time
 
+from sagequeue.dispatch.sweeper import purge_paced
 from sagequeue.stores import open_store
 
 
-async def purge(url: str, batch: int, pause: float, older_than: float) -> int:
+async def purge(url: str, older_than: float) -> int:
     store = await open_store(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     purged = 0
+
+    async def purge_batch(limit: int) -> int:
+        nonlocal purged
+        if stop.is_set():
+            return 0  # a short batch ends purge_paced
+        deleted = await store.purge_finished(time.time() - older_than, limit)
+        purged += deleted
+        return deleted
+
     print("purging", flush=True)
     try:
         while not stop.is_set():
-            purged += await store.purge_finished(time.time() - older_than, batch)
+            await purge_paced(purge_batch)
             try:
-                await asyncio.wait_for(stop.wait(), pause)
+                await asyncio.wait_for(stop.wait(), 0.05)
             except TimeoutError:
                 pass
     finally:
@@ -34,11 +45,9 @@ async def purge(url: str, batch: int, pause: float, older_than: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.purger")
     parser.add_argument("url", help="sqlite:///path or postgresql://...")
-    parser.add_argument("--batch", type=int, default=1000, help="rows per purge call")
-    parser.add_argument("--pause", type=float, default=0.05, help="seconds between calls")
     parser.add_argument("--older-than", type=float, default=7 * 86400, help="retention, s")
     args = parser.parse_args()
-    purged = asyncio.run(purge(args.url, args.batch, args.pause, args.older_than))
+    purged = asyncio.run(purge(args.url, args.older_than))
     print(f"purged {purged}", flush=True)
 
 
