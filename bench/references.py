@@ -172,31 +172,24 @@ def _sagequeue_schema_rate(path: Path, rows_per_commit: int, seconds: float) -> 
     conn = store._connect(path, synchronous="FULL", cache_kib=65536)
     store._migrate(conn)
 
+    from sagequeue.ports import Invocation
+
     def row() -> tuple[object, ...]:
-        request_id, now = str(uuid.uuid4()), time.time()
-        return (
+        request_id = str(uuid.uuid4())
+        invocation = Invocation(
             request_id,
             request_id,
             "ep",
             "s3://b/o.out",
             "s3://b/f.out",
-            "s3://b/in",
-            None,
-            "application/json",
-            None,
-            None,
-            21600,
-            900,
-            "Queued",
-            None,
-            now,
-            None,
-            None,
-            0,
-            None,
-            None,
-            now + 21600,
+            input_location="s3://b/in",
+            content_type="application/json",
+            request_ttl_seconds=21600,
+            invocation_timeout_seconds=900,
+            enqueued_at=time.time(),
+            variant_name="AllTraffic",
         )
+        return store._invocation_row(invocation)
 
     rows = 0
     started = time.perf_counter()

@@ -206,6 +206,21 @@ def test_idle_keep_alive_connection_is_closed(server: ServerProcess) -> None:
         assert time.monotonic() - started >= TIMEOUT * 0.5
 
 
+def test_a_busy_keep_alive_connection_outlives_the_header_timeout(server: ServerProcess) -> None:
+    """Whole requests, each in one write, more often than the keep-alive timeout and for
+    longer than the header timeout: the connection stays open and every one is answered."""
+    with connect(server) as sock:
+        deadline = time.monotonic() + 3 * TIMEOUT
+        answered = 0
+        while time.monotonic() < deadline:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, _ = read_head(sock)
+            assert status == 200
+            answered += 1
+            time.sleep(TIMEOUT / 4)
+    assert answered >= 8
+
+
 def test_stalled_request_body_is_closed_after_the_body_timeout(server: ServerProcess) -> None:
     with connect(server) as sock:
         sock.sendall(

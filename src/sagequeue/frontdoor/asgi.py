@@ -154,7 +154,8 @@ class FrontDoor:
         response here. Shared by the ASGI entry and the HTTP server's lane."""
         method = request.method
         headers = request.headers
-        protocol = _guess_protocol(request)
+        # Known once the signature names the service; guessed only for an error before.
+        protocol: WireProtocol | None = None
         try:
             if request.path == "/metrics" and self.metrics is not None:
                 return await self.metrics(request)
@@ -262,11 +263,15 @@ class FrontDoor:
             request.access = self.policies.get(parts.access_key)
             return await handler.handle(request)
         except ServiceError as exc:
-            response = error_response(exc, protocol, request.request_id, request.path)
+            response = error_response(
+                exc, protocol or _guess_protocol(request), request.request_id, request.path
+            )
         except ConnectionError:
             return Response(400)
         except Exception as exc:
-            response = error_response(exc, protocol, request.request_id, request.path)
+            response = error_response(
+                exc, protocol or _guess_protocol(request), request.request_id, request.path
+            )
         if request.body_unread and not any(name == "connection" for name, _ in response.headers):
             # The unread body must not be parsed as the next request; closing also spares
             # reading it.

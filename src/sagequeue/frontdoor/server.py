@@ -288,6 +288,11 @@ class LaneProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._in_body = True
+        # The head came in time. (A head that arrives whole with its body in one read
+        # never leaves data_received "in the head", which would otherwise cancel it.)
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         parser = self.parser
         if (
             self.url.startswith(LANE_PREFIX)

@@ -330,6 +330,34 @@ def _multi_row_insert(rows: int) -> str:
     return _INSERT_HEAD + "VALUES " + ",".join([_INSERT_ROW] * rows)
 
 
+def _invocation_row(inv: Invocation) -> tuple[Any, ...]:
+    """The values of _INSERT_INVOCATION for a new (Queued) invocation."""
+    return (
+        inv.request_id,
+        inv.inference_id,
+        inv.endpoint_name,
+        inv.output_location,
+        inv.failure_location,
+        inv.input_location,
+        inv.inline_body,
+        inv.content_type,
+        inv.accept,
+        inv.custom_attributes,
+        inv.request_ttl_seconds,
+        inv.invocation_timeout_seconds,
+        "Queued",
+        None,
+        inv.enqueued_at,
+        None,
+        None,
+        inv.attempts,
+        None,
+        None,
+        inv.variant_name,
+        inv.enqueued_at + inv.request_ttl_seconds,
+    )
+
+
 def _flatten(rows: list[tuple[Any, ...]]) -> list[Any]:
     return [value for row in rows for value in row]
 
@@ -769,30 +797,7 @@ class SqliteStore(SqliteLogs):
         inv = invocation
         if not inv.enqueued_at:
             inv.enqueued_at = time.time()
-        row = (
-            inv.request_id,
-            inv.inference_id,
-            inv.endpoint_name,
-            inv.output_location,
-            inv.failure_location,
-            inv.input_location,
-            inv.inline_body,
-            inv.content_type,
-            inv.accept,
-            inv.custom_attributes,
-            inv.request_ttl_seconds,
-            inv.invocation_timeout_seconds,
-            "Queued",
-            None,
-            inv.enqueued_at,
-            None,
-            None,
-            inv.attempts,
-            None,
-            None,
-            inv.variant_name,
-            inv.enqueued_at + inv.request_ttl_seconds,
-        )
+        row = _invocation_row(inv)
         inv.seq = await self._submit(_INSERT, row)
 
     async def lease(
