@@ -10,7 +10,8 @@ import asyncio
 import signal
 import time
 
-from sagequeue.dispatch.sweeper import purge_paced
+from sagequeue.dispatch.sweeper import PURGE_RUN_SECONDS, purge_paced
+from sagequeue.dispatch.worker import SWEEP_SECONDS
 from sagequeue.stores import open_store
 
 
@@ -32,9 +33,10 @@ async def purge(url: str, older_than: float) -> int:
     print("purging", flush=True)
     try:
         while not stop.is_set():
-            await purge_paced(purge_batch)
+            # As the worker's sweeper does: a bounded run, then the next sweep.
+            await purge_paced(purge_batch, PURGE_RUN_SECONDS)
             try:
-                await asyncio.wait_for(stop.wait(), 0.05)
+                await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
             except TimeoutError:
                 pass
     finally:

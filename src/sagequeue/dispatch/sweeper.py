@@ -33,6 +33,10 @@ PURGE_EVERY_SECONDS = 60.0
 # fleet finishes far fewer than the paced rate (docs/performance.md, "retention").
 PURGE_PAUSE_SECONDS = 0.05
 PURGE_DUTY = 0.2
+# One sweep purges for at most this long, so that a long purge (millions of rows after
+# retention was shortened) does not hold up reaping dead workers and expiring requests;
+# the next sweep goes on with it.
+PURGE_RUN_SECONDS = 2.0
 RETENTION_LEASE = "retention"
 # Delivered notifications are kept this long at most (for inspection), failed ones for
 # the retention period.
@@ -109,48 +113,46 @@ class Sweeper:
         if not await self.membership.hold(RETENTION_LEASE):
             return 0
         cutoff = self.clock.now() - self._retention
-        purged = await purge_paced(
-            lambda limit: self.queue.purge_finished(cutoff, limit),
-            # Keeps the lease through a long purge.
-            every_batches=20,
-            between=lambda: self.membership.hold(RETENTION_LEASE),
+        purged, finished = await purge_paced(
+            lambda limit: self.queue.purge_finished(cutoff, limit), PURGE_RUN_SECONDS
         )
         if purged:
             log.info("purged %d finished invocations older than the retention period", purged)
-        if self.outbox is not None:
-            await self._purge_notifications()
+        if self.outbox is not None and finished:
+            finished = await self._purge_notifications()
+        if not finished:
+            self._next_purge = 0.0  # more to purge: go on at the next sweep
         return purged
 
-    async def _purge_notifications(self) -> None:
+    async def _purge_notifications(self) -> bool:
         now = self.clock.now()
         delivered_before = now - min(self._retention, DELIVERED_NOTIFICATION_SECONDS)
         failed_before = now - self._retention
         assert self.outbox is not None
         outbox = self.outbox
-        await purge_paced(
-            lambda limit: outbox.purge_notifications(delivered_before, failed_before, limit)
+        _, finished = await purge_paced(
+            lambda limit: outbox.purge_notifications(delivered_before, failed_before, limit),
+            PURGE_RUN_SECONDS,
         )
+        return finished
 
 
 async def purge_paced(
-    purge_batch: Callable[[int], Awaitable[int]],
-    *,
-    every_batches: int = 0,
-    between: Callable[[], Awaitable[object]] | None = None,
-) -> int:
-    """Calls ``purge_batch(PURGE_BATCH)`` until a batch comes back short; returns the rows
-    deleted. Paced so that purging takes at most PURGE_DUTY of the time: ingest and
-    dispatch share the store with it. ``between`` runs every ``every_batches`` batches."""
+    purge_batch: Callable[[int], Awaitable[int]], run_seconds: float | None = None
+) -> tuple[int, bool]:
+    """Calls ``purge_batch(PURGE_BATCH)`` until a batch comes back short, or for about
+    ``run_seconds``; returns the rows deleted and whether a short batch ended it. Paced
+    so that purging takes at most PURGE_DUTY of the time: ingest and dispatch share the
+    store with it."""
     purged = 0
-    batches = 0
+    stop_at = None if run_seconds is None else time.monotonic() + run_seconds
     while True:
         started = time.monotonic()
         deleted = await purge_batch(PURGE_BATCH)
         purged += deleted
-        batches += 1
         if deleted < PURGE_BATCH:
-            return purged
+            return purged, True
         took = time.monotonic() - started
         await asyncio.sleep(max(PURGE_PAUSE_SECONDS, took * (1 - PURGE_DUTY) / PURGE_DUTY))
-        if between is not None and every_batches and batches % every_batches == 0:
-            await between()
+        if stop_at is not None and time.monotonic() >= stop_at:
+            return purged, False
