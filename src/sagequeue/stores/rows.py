@@ -1,5 +1,6 @@
-"""Row mappers shared by the SQL stores: one place that says how a domain
-record becomes a table row and back, so SQLite and PostgreSQL cannot drift."""
+"""Row mappers shared by the stores: one place that says how a domain record becomes a
+table row and back, so SQLite and PostgreSQL cannot drift (the memory store keys its
+instance claims the same way)."""
 
 from __future__ import annotations
 
