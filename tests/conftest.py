@@ -156,6 +156,17 @@ class ServerProcess:
         }
 
 
+def release_together(children: list[subprocess.Popen]) -> None:
+    """Waits until every child has printed ``ready``, then tells them all ``go``: so that
+    they race for real, not one after the other as they happen to start."""
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+
+
 def limited_server(root: Path, *, timeout: float, max_connections: int) -> ServerProcess:
     """A started server whose header, body and keep-alive timeouts are ``timeout`` seconds
     and which accepts at most ``max_connections`` connections."""

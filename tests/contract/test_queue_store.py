@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import release_together
 from sagequeue.ports import Invocation, InvocationStatus
 
 from .conftest import Backend, Store
@@ -574,12 +575,7 @@ async def test_leasing_processes_on_one_file_never_share_an_invocation(
         )
         for n in range(3)
     ]
-    for child in children:
-        assert child.stdout is not None and child.stdout.readline() == "ready\n"
-    for child in children:
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
+    release_together(children)
     per_child = [child.communicate(timeout=60)[0].split() for child in children]
     leased = [rid for taken in per_child for rid in taken]
     assert [child.returncode for child in children] == [0, 0, 0]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
+from conftest import release_together
 from sagequeue.domain.errors import ServiceUnavailable, StartupError
 from sagequeue.ports import Invocation, InvocationStatus, ResourceKind
 from sagequeue.stores import postgres as pg
@@ -215,12 +216,7 @@ async def test_ten_processes_starting_together_migrate_the_schema_once(postgres_
         )
         for _ in range(10)
     ]
-    for child in children:
-        assert child.stdout is not None and child.stdout.readline() == "ready\n"
-    for child in children:
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
+    release_together(children)
     outcomes = [child.communicate(timeout=60) for child in children]
 
     assert [child.returncode for child in children] == [0] * 10, [err for _, err in outcomes]
