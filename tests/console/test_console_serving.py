@@ -4,8 +4,6 @@ only over TLS or loopback (or with --insecure-ui), and over HTTPS with --tls-cer
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 import time
 import urllib.error
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.clitools import make_self_signed_cert
 from conftest import ServerProcess, free_port
 from console.conftest import ConsoleSite
 from sagequeue.config import load_settings
@@ -119,43 +118,8 @@ def test_a_refused_console_answers_403_with_the_reason() -> None:
     assert b"--insecure-ui" in response.body and b"--tls-cert" in response.body
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_tls_cert_serves_the_api_and_the_console_over_https(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = make_self_signed_cert(tmp_path)
     server = ServerProcess(
         data_dir=tmp_path / "data",
         port=free_port(),
