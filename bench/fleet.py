@@ -24,7 +24,7 @@ from bench import references
 from bench.context import Bench
 from bench.loadgen import LoadResult, percentiles_ms, run_load
 from bench.report import Row, compare
-from bench.scenarios import _target, prepared_data_dir
+from bench.scenarios import _target, lease_finish_rate, prepared_data_dir
 from bench.servers import REPO, EndpointSpec, Sagequeue, wait_until
 from sagequeue.dispatch.sweeper import PURGE_BATCH, PURGE_DUTY
 
@@ -179,29 +179,11 @@ def fill(url: str, count: int, *, finished: bool, prefix: str) -> float:
 async def lease_rate(url: str, seconds: float) -> tuple[float, int]:
     """Leases of LEASE_BATCH (FIFO, of the variant) each then finished Completed, through
     the store's API as a dispatcher calls it: invocations/s and how many."""
-    from sagequeue.ports import InvocationStatus
     from sagequeue.stores import open_store
 
     store = await open_store(url)
     try:
-        done = 0
-        started = time.perf_counter()
-        deadline = started + seconds
-        while time.perf_counter() < deadline:
-            now = time.time()
-            leased = await store.lease(
-                ENDPOINT, "bench", LEASE_BATCH, 60.0, now, variant_name=VARIANT
-            )
-            if not leased:
-                break
-            await asyncio.gather(
-                *(
-                    store.finish(inv.request_id, "bench", InvocationStatus.COMPLETED, None, now)
-                    for inv in leased
-                )
-            )
-            done += len(leased)
-        return done / (time.perf_counter() - started), done
+        return await lease_finish_rate(store, ENDPOINT, LEASE_BATCH, seconds, VARIANT)
     finally:
         await store.close()
 

@@ -706,30 +706,41 @@ def _fill_backlog(database: Path, endpoint: str, count: int) -> float:
 
 async def _dequeue_rate(database: Path, endpoint: str, seconds: float, batch: int) -> float:
     """Leases of ``batch`` (FIFO) each finished Completed, through SqliteStore: rows/s."""
-    from sagequeue.ports import InvocationStatus
     from sagequeue.stores.sqlite import SqliteStore
 
     store = SqliteStore(database)
     await store.open()
     try:
-        done = 0
-        started = time.perf_counter()
-        deadline = started + seconds
-        while time.perf_counter() < deadline:
-            now = time.time()
-            leased = await store.lease(endpoint, "bench", batch, 60.0, now)
-            if not leased:
-                break
-            await asyncio.gather(
-                *(
-                    store.finish(inv.request_id, "bench", InvocationStatus.COMPLETED, None, now)
-                    for inv in leased
-                )
-            )
-            done += len(leased)
-        return done / (time.perf_counter() - started)
+        rate, _ = await lease_finish_rate(store, endpoint, batch, seconds)
+        return rate
     finally:
         await store.close()
+
+
+async def lease_finish_rate(
+    store: Any, endpoint: str, batch: int, seconds: float, variant_name: str | None = None
+) -> tuple[float, int]:
+    """The dispatcher's pattern without a model, for ``seconds`` or until the queue is
+    empty: a lease of ``batch`` (FIFO), then each finished Completed. Returns
+    invocations/s and how many."""
+    from sagequeue.ports import InvocationStatus
+
+    done = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        now = time.time()
+        leased = await store.lease(endpoint, "bench", batch, 60.0, now, variant_name=variant_name)
+        if not leased:
+            break
+        await asyncio.gather(
+            *(
+                store.finish(inv.request_id, "bench", InvocationStatus.COMPLETED, None, now)
+                for inv in leased
+            )
+        )
+        done += len(leased)
+    return done / (time.perf_counter() - started), done
 
 
 def backlog(bench: Bench) -> None:
