@@ -1,26 +1,22 @@
 """SNS topic notifications end to end: sagequeue publishes with boto3 to moto's server
-(an independent SNS implementation, started here as a subprocess), whose topic delivers
+(an independent SNS implementation, the test session's), whose topic delivers
 to a subscribed SQS queue, where the test reads SageMaker's notification JSON."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
 
 from acceptance.helpers import wait_for_status
-from conftest import ServerProcess, free_port, wait_http_ok
+from conftest import ServerProcess, free_port
 from sagequeue.notifiers.sns import ID_ATTRIBUTE
 
 from .conftest import deploy_notifying
 
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 MOTO_KEYS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -29,22 +25,9 @@ MOTO_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(url + "/moto-api/", process=process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+def moto_url(moto_endpoint: str) -> str:
+    """The session's moto server."""
+    return moto_endpoint
 
 
 def moto_client(service: str, url: str):
