@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-import time
+
+from conftest import wait_until
 
 from .helpers import deploy, wait_for_status
 
@@ -17,14 +18,6 @@ RETENTION_SECONDS = 8
 def stored_bytes(logs) -> int | None:
     groups = logs.describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
     return groups[0]["storedBytes"] if groups else None
-
-
-def wait_until(condition, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return value
 
 
 def test_logs_past_the_size_bound_then_the_age_bound_are_deleted(server_factory) -> None:
@@ -49,8 +42,13 @@ def test_logs_past_the_size_bound_then_the_age_bound_are_deleted(server_factory)
             logGroupName=GROUP, filterPattern=f'"Inference {inference_id}: completed"'
         )["events"],
         "the last request's lines were not written",
+        timeout=20.0,
     )
-    wait_until(lambda: 0 < (stored_bytes(logs) or 0) <= MAX_BYTES, "the logs were not trimmed")
+    wait_until(
+        lambda: 0 < (stored_bytes(logs) or 0) <= MAX_BYTES,
+        "the logs were not trimmed",
+        timeout=20.0,
+    )
     kept = [
         e["message"][8]
         for e in logs.filter_log_events(logGroupName=GROUP, filterPattern='"stdout: "')["events"]

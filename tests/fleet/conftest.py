@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, wait_until
 
 
 @dataclass
@@ -95,16 +94,6 @@ class Fleet:
             server.process.send_signal(signal.SIGTERM)
         for server in running:
             server.stop(timeout=40)
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within {timeout} s")
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 import figures
-from conftest import MOTO_SERVER, REGION, ServerProcess, free_port
+from conftest import MOTO_SERVER, REGION, ServerProcess, free_port, wait_until
 
 FINAL = ("Completed", "Failed", "Expired")
 WORKER_TIMEOUT = "2"  # seconds: a killed worker's requests move quickly
@@ -187,16 +187,6 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[[Backend], Cluster]]:
     yield make
     for cluster in made:
         cluster.stop()
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within {timeout} s")
 
 
 def unique_bucket(prefix: str) -> str:

@@ -4,8 +4,7 @@ so that AWS's recipes run unchanged in seconds."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,17 +24,6 @@ def scaled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     ).start()
     yield server
     server.stop()
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(0.1)
 
 
 def variant_counts(sagemaker, endpoint: str) -> tuple[int, int]:
