@@ -21,10 +21,10 @@ from botocore.credentials import Credentials
 from botocore.httpsession import URLLib3Session
 
 from acceptance.helpers import deploy, wait_for_status
-from conftest import ServerProcess
+from conftest import ServerProcess, wait_until
 from sagequeue.cli import waiting
 
-from .conftest import Fleet, wait_until
+from .conftest import Fleet
 
 pytestmark = pytest.mark.slow
 

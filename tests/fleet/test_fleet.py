@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from acceptance.helpers import deploy, invocation_status, wait_for_status
+from conftest import wait_until
 
-from .conftest import Fleet, wait_until
+from .conftest import Fleet
 
 pytestmark = pytest.mark.slow
 

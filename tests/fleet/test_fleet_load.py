@@ -10,9 +10,10 @@ import json
 import pytest
 
 from acceptance.helpers import deploy
+from conftest import wait_until
 from sagequeue.testing.requests import InvocationSpec, Target, header, send_all, sign_invocation
 
-from .conftest import postgres_fleet_store, wait_until
+from .conftest import postgres_fleet_store
 from .test_fleet import described_counts, make_fleet, status_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

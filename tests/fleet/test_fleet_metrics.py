@@ -11,8 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from acceptance.helpers import deploy, wait_for_status
-
-from .conftest import wait_until
+from conftest import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from acceptance.helpers import ROLE_ARN, deploy, wait_for_status
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, wait_until
 
-from .conftest import MODELS, PeakRss, client, wait_until
+from .conftest import MODELS, PeakRss, client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

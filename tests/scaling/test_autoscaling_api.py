@@ -7,8 +7,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from acceptance.helpers import deploy
+from conftest import wait_until
 
-from .conftest import variant_counts, wait_until
+from .conftest import variant_counts
 
 ENDPOINT = "aas-api"
 RESOURCE = {

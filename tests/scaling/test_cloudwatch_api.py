@@ -20,8 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from acceptance.helpers import deploy
-
-from .conftest import wait_until
+from conftest import wait_until
 
 ENDPOINT = "cw-api"
 

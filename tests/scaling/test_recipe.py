@@ -11,8 +11,9 @@ import sys
 import time
 
 from acceptance.helpers import deploy, wait_for_object
+from conftest import wait_until
 
-from .conftest import variant_counts, wait_until
+from .conftest import variant_counts
 
 
 def apply_recipe_with_boto3(server, endpoint_name: str) -> None:

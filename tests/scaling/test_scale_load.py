@@ -13,8 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from acceptance.helpers import deploy, wait_for_status
+from conftest import wait_until
 
-from .conftest import variant_counts, wait_until
+from .conftest import variant_counts
 from .test_recipe import apply_recipe_with_boto3
 
 ENDPOINT = "load"
